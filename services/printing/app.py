@@ -1,0 +1,23 @@
+"""Printing: the operators' print queue and document numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from shared.runtime import ServiceSpec, create_app
+
+from . import api, events
+from .settings import PrintingSettings
+
+
+def build(settings: PrintingSettings | None = None) -> FastAPI:
+    settings = settings or PrintingSettings()
+    spec = ServiceSpec(
+        name="printing",
+        migrations=Path(__file__).parent / "migrations",
+        routers=[api.router],
+        handlers=lambda rt: events.handlers(),
+    )
+    return create_app(spec, settings)

@@ -1,0 +1,100 @@
+"""PostgreSQL access: one pool per service, bound to the service's own schema."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import asyncpg
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Errors that mean "the database is not reachable right now": retry, never dead-letter.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
+def advisory_key(name: str) -> int:
+    """A stable 63-bit key for ``pg_advisory_lock`` derived from a name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+async def create_pool(dsn: str, schema: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": schema, "application_name": schema},
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str, schema: str) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        dsn, server_settings={"search_path": schema, "application_name": f"{schema}-relay"}
+    )
+
+
+async def wait_for_database(dsn: str, timeout_s: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+            await conn.close()
+            return
+        except TRANSIENT_DB_ERRORS as exc:
+            if loop.time() > deadline:
+                raise TimeoutError(f"PostgreSQL did not answer within {timeout_s:.0f}s") from exc
+            await asyncio.sleep(0.5)
+
+
+async def migrate(dsn: str, schema: str, service_migrations: Path) -> list[str]:
+    """Apply the shared and the service's SQL migrations to ``schema``; return what was applied.
+
+    Files are applied in name order, each once, in its own transaction, under an advisory lock so
+    two instances starting together do not race.
+    """
+    conn = await asyncpg.connect(dsn)
+    applied: list[str] = []
+    try:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(f'SET search_path TO "{schema}"')
+        await conn.execute("SELECT pg_advisory_lock($1)", advisory_key(f"migrate:{schema}"))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        files = [("shared/" + p.name, p) for p in sorted(SHARED_MIGRATIONS.glob("*.sql"))]
+        files += [(p.name, p) for p in sorted(service_migrations.glob("*.sql"))]
+        for name, path in files:
+            if name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+            applied.append(name)
+        await conn.execute("SELECT pg_advisory_unlock($1)", advisory_key(f"migrate:{schema}"))
+    finally:
+        await conn.close()
+    if applied:
+        log.info("migrations applied", schema=schema, files=applied)
+    return applied

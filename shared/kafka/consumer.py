@@ -1,0 +1,252 @@
+"""Consuming lifecycle events: batch, inbox, dead letters, explicit acknowledgement.
+
+The guarantees (DESIGN.md section 3) live here so every service gets them the same way:
+
+* **Offsets are committed only after the effect is durable.** The subscriber uses
+  ``AckPolicy.MANUAL``; a batch is acknowledged (its offsets committed) only after the database
+  transaction that applied it has committed. The handler never raises, so no later ``ack`` can
+  commit past a message that was not applied.
+* **No effect happens twice.** Each event's ``(consumer, event_id)`` is inserted in the inbox in the
+  same savepoint as its effect; a duplicate is skipped.
+* **Poison messages do not block a partition.** A value that does not parse, a newer version, or a
+  handler that rejects the event (a broken invariant, a bug) rolls back that event's savepoint; the
+  message is written to the service's ``dead_letter`` table and, through the outbox, to its
+  dead-letter topic ``dlq.<service>`` with the reason in headers. The batch goes on.
+* **Infrastructure errors are retried, never dead-lettered.** If PostgreSQL is unreachable the whole
+  batch is retried with backoff, blocking the partitions until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy, Context
+from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaMessage
+from pydantic import ValidationError
+
+from shared.contracts.events import Envelope, UnsupportedEvent, parse_event
+from shared.contracts.topics import dead_letter_topic
+from shared.db.pool import TRANSIENT_DB_ERRORS
+from shared.logging import get_logger
+from shared.outbox import add_record
+
+log = get_logger(__name__)
+
+Handler = Callable[[asyncpg.Connection, Envelope[Any]], Awaitable[None]]
+
+_DLQ_NS = uuid.UUID("6f1c3c2e-8a53-4a5e-9a57-2f0f1d7e0d11")
+
+
+class RejectEvent(Exception):
+    """Raised by a handler when the event breaks an invariant and can never be applied."""
+
+
+def _sanitize(record: ConsumerRecord) -> ConsumerRecord:
+    """Header values that are not UTF-8 would crash FastStream's parser before our code runs."""
+    headers = tuple(
+        (k, v if _is_utf8(v) else v.decode("utf-8", "replace").encode()) for k, v in record.headers
+    )
+    return dataclasses.replace(record, headers=headers)
+
+
+def _is_utf8(value: bytes | None) -> bool:
+    if value is None:
+        return True
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def _tolerant_parser(records: tuple[ConsumerRecord, ...], original: Any) -> Any:
+    return await original(tuple(_sanitize(r) for r in records))
+
+
+async def _no_decode(_: Any) -> None:
+    # The handler validates the raw bytes with the contract's models; decoding JSON twice (and
+    # FastStream's json.loads failing on a bad body before the handler) is avoided.
+    return None
+
+
+@dataclasses.dataclass
+class ConsumerStats:
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+
+
+class EventConsumer:
+    """Applies events from ``handlers.keys()`` topics to one service's database."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        group_id: str,
+        pool_provider: Callable[[], asyncpg.Pool],
+        handlers: Mapping[str, Handler],
+        after_commit: Sequence[Callable[[], None]] = (),
+        max_records: int = 500,
+        batch_timeout_ms: int = 50,
+    ) -> None:
+        self.service = service
+        self.group_id = group_id
+        self._pool = pool_provider
+        self._handlers = dict(handlers)
+        self._after_commit = list(after_commit)
+        self._max_records = max_records
+        self._batch_timeout_ms = batch_timeout_ms
+        self.stats = ConsumerStats()
+
+    def attach(self, broker: KafkaBroker) -> None:
+        subscriber = broker.subscriber(
+            *self._handlers.keys(),
+            group_id=self.group_id,
+            batch=True,
+            max_records=self._max_records,
+            batch_timeout_ms=self._batch_timeout_ms,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL,
+            parser=_tolerant_parser,
+            decoder=_no_decode,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            title=f"{self.service}-events",
+        )
+
+        async def on_batch(message: KafkaMessage = Context("message")) -> None:
+            await self.consume_batch(message.raw_message)
+            await message.ack()
+
+        subscriber(on_batch)
+
+    async def consume_batch(self, records: Sequence[ConsumerRecord]) -> None:
+        """Apply a batch durably; returns only when it is committed in PostgreSQL."""
+        delay = 0.2
+        while True:
+            try:
+                await self._apply(records)
+                break
+            except TRANSIENT_DB_ERRORS as exc:
+                log.warning(
+                    "database unavailable, batch will be retried",
+                    error=repr(exc),
+                    retry_in_s=delay,
+                    records=len(records),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.stats.batches += 1
+        for callback in self._after_commit:
+            callback()
+
+    async def _apply(self, records: Sequence[ConsumerRecord]) -> None:
+        applied = duplicates = dead = 0
+        async with self._pool().acquire() as conn, conn.transaction():
+            for record in records:
+                outcome = await self._apply_one(conn, record)
+                if outcome == "applied":
+                    applied += 1
+                elif outcome == "duplicate":
+                    duplicates += 1
+                else:
+                    dead += 1
+        self.stats.applied += applied
+        self.stats.duplicates += duplicates
+        self.stats.dead_lettered += dead
+
+    async def _apply_one(self, conn: asyncpg.Connection, record: ConsumerRecord) -> str:
+        try:
+            if record.value is None:
+                raise UnsupportedEvent("message has no value")
+            event = parse_event(record.topic, record.value)
+        except (ValidationError, UnsupportedEvent, ValueError) as exc:
+            await self._dead_letter(conn, record, _reason(exc))
+            return "dead"
+        with structlog.contextvars.bound_contextvars(
+            request_id=str(event.request_id),
+            correlation_id=event.correlation_id,
+            event_id=str(event.event_id),
+            event_type=event.event_type,
+        ):
+            try:
+                async with conn.transaction():  # a savepoint: one bad event rolls back alone
+                    fresh = await conn.fetchval(
+                        "INSERT INTO inbox (consumer, event_id, topic) VALUES ($1, $2, $3)"
+                        " ON CONFLICT DO NOTHING RETURNING true",
+                        self.group_id,
+                        event.event_id,
+                        record.topic,
+                    )
+                    if not fresh:
+                        return "duplicate"
+                    await self._handlers[record.topic](conn, event)
+            except TRANSIENT_DB_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - anything else can never succeed as it is
+                log.error("event rejected, dead-lettered", reason=_reason(exc))
+                await self._dead_letter(conn, record, _reason(exc))
+                return "dead"
+        return "applied"
+
+    async def _dead_letter(self, conn: asyncpg.Connection, record: ConsumerRecord, reason: str) -> None:
+        row_id = await conn.fetchval(
+            'INSERT INTO dead_letter (topic, partition, "offset", key, value, reason)'
+            " VALUES ($1, $2, $3, $4, $5, $6)"
+            ' ON CONFLICT (topic, partition, "offset") DO NOTHING RETURNING id',
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            reason,
+        )
+        if row_id is None:  # already dead-lettered before a crash: nothing twice
+            return
+        headers = {k: v.decode("utf-8", "replace") for k, v in record.headers if v is not None}
+        headers.update(
+            {
+                "dlq-reason": reason[:1000],
+                "dlq-original-topic": record.topic,
+                "dlq-original-partition": str(record.partition),
+                "dlq-original-offset": str(record.offset),
+                "dlq-consumer": self.group_id,
+            }
+        )
+        await add_record(
+            conn,
+            schema=self.service,
+            record_id=uuid.uuid5(
+                _DLQ_NS, f"{self.group_id}/{record.topic}/{record.partition}/{record.offset}"
+            ),
+            topic=dead_letter_topic(self.service),
+            key=(record.key or b"").decode("utf-8", "replace"),
+            value=record.value or b"",
+            headers=headers,
+        )
+        log.warning(
+            "message dead-lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason[:300],
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<value>'}: {e['msg']}" for e in exc.errors()
+        )
+        return f"invalid event: {problems}"
+    return f"{type(exc).__name__}: {exc}"

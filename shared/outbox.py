@@ -1,0 +1,205 @@
+"""Transactional outbox (DESIGN.md section 3): no event is lost.
+
+A service writes its state change and ``add_event`` in one transaction. ``OutboxRelay`` publishes
+the rows to Kafka (``acks=all``, idempotent producer) in id order and deletes them once
+acknowledged. Exactly one relay per service is active at a time (a PostgreSQL advisory lock), which
+keeps per-key order; the others wait to take over. The relay is woken by ``pg_notify`` from the
+writing transaction, with polling as a fallback.
+
+A crash between Kafka's acknowledgement and the delete publishes those rows again: consumers
+deduplicate on ``event_id`` (the inbox), so that is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from shared.contracts.events import Envelope
+from shared.db.pool import TRANSIENT_DB_ERRORS, advisory_key, connect
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+_INSERT = """
+WITH ins AS (
+    INSERT INTO outbox (event_id, topic, key, value, headers)
+    VALUES ($1, $2, $3, $4, $5::jsonb)
+    RETURNING 1
+)
+SELECT pg_notify($6, '') FROM ins
+"""
+
+
+def notify_channel(schema: str) -> str:
+    return f"outbox_{schema}"
+
+
+def event_headers(event: Envelope[Any]) -> dict[str, str]:
+    """Kafka headers repeat routing fields so tools need not parse the value."""
+    return {
+        "event_type": event.event_type,
+        "event_id": str(event.event_id),
+        "correlation_id": event.correlation_id,
+        "content-type": "application/json",
+    }
+
+
+async def add_event(conn: asyncpg.Connection, event: Envelope[Any], schema: str) -> None:
+    """Queue ``event`` for publishing; call inside the transaction that makes the fact true."""
+    await add_record(
+        conn,
+        schema=schema,
+        record_id=event.event_id,
+        topic=event.event_type,
+        key=str(event.request_id),
+        value=event.model_dump_json().encode(),
+        headers=event_headers(event),
+    )
+
+
+async def add_record(
+    conn: asyncpg.Connection,
+    *,
+    schema: str,
+    record_id: uuid.UUID,
+    topic: str,
+    key: str,
+    value: bytes,
+    headers: Mapping[str, str],
+) -> None:
+    await conn.execute(
+        _INSERT, record_id, topic, key, value, json.dumps(dict(headers)), notify_channel(schema)
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        schema: str,
+        bootstrap_servers: str,
+        batch_size: int = 500,
+        poll_interval_s: float = 1.0,
+    ) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._bootstrap = bootstrap_servers
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._stopping = False
+        self.is_leader = False
+        self.published = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._producer:
+            await self._producer.stop()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=2,
+                request_timeout_ms=15000,
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while not self._stopping:
+            try:
+                await self._lead_and_relay()
+                delay = 0.2
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, *TRANSIENT_DB_ERRORS) as exc:
+                self.is_leader = False
+                log.warning("outbox relay interrupted, retrying", error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _lead_and_relay(self) -> None:
+        producer = await self._ensure_producer()
+        conn = await connect(self._dsn, self._schema)
+        try:
+            await conn.add_listener(notify_channel(self._schema), self._on_notify)
+            key = advisory_key(f"outbox:{self._schema}")
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                await self._sleep(self._poll_interval_s * 2)
+            self.is_leader = True
+            log.info("outbox relay active", schema=self._schema)
+            while not self._stopping:
+                self._wake.clear()
+                sent = await self._relay_batch(conn, producer)
+                if sent < self._batch_size:
+                    await self._sleep(self._poll_interval_s)
+        finally:
+            self.is_leader = False
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _relay_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+        rows = await conn.fetch(
+            "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1",
+            self._batch_size,
+        )
+        if not rows:
+            return 0
+        futures = []
+        for row in rows:
+            headers = [(k, v.encode()) for k, v in json.loads(row["headers"]).items()]
+            futures.append(
+                await producer.send(
+                    row["topic"], value=row["value"], key=row["key"].encode(), headers=headers
+                )
+            )
+        await asyncio.gather(*futures)
+        await conn.execute(
+            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+        )
+        self.published += len(rows)
+        return len(rows)
+
+
+async def backlog(conn: asyncpg.Connection) -> int:
+    """Rows not yet published (ops, health and back-pressure)."""
+    return int(await conn.fetchval("SELECT count(*) FROM outbox"))

@@ -1,0 +1,42 @@
+"""Masking of personal data (UU PDP No. 27/2022): never log a NIK or phone number in full."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_NIK_RE = re.compile(r"(?<!\d)(\d{4})\d{8}(\d{4})(?!\d)")
+# +62 / 62 / 0 followed by 8..13 digits, with optional spaces or dashes people type.
+_PHONE_RE = re.compile(r"(?<![\w+])((?:\+?62|0)8)[\d\s-]{6,14}(\d{2})(?!\d)")
+
+
+def mask_nik(nik: str) -> str:
+    """``3516014101900001`` -> ``3516********0001``."""
+    if len(nik) <= 8:
+        return "*" * len(nik)
+    return nik[:4] + "*" * (len(nik) - 8) + nik[-4:]
+
+
+def mask_phone(phone: str) -> str:
+    """``+6281234567890`` -> ``+628*********90``."""
+    if len(phone) <= 6:
+        return "*" * len(phone)
+    keep = 4 if phone.startswith("+") else 3
+    return phone[:keep] + "*" * (len(phone) - keep - 2) + phone[-2:]
+
+
+def mask_text(text: str) -> str:
+    """Mask every NIK-shaped and phone-shaped run of digits inside free text."""
+    text = _NIK_RE.sub(lambda m: m.group(1) + "********" + m.group(2), text)
+    return _PHONE_RE.sub(lambda m: m.group(1) + "******" + m.group(2), text)
+
+
+def mask_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        return {k: mask_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(mask_value(v) for v in value)
+    return value

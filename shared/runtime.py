@@ -1,0 +1,196 @@
+"""What every service process runs: database, migrations, consumer, outbox relay, HTTP.
+
+A service describes itself with a ``ServiceSpec``; ``create_app`` turns it into a FastAPI app
+whose lifespan starts and stops everything in order. ``serve`` runs it under uvicorn (uvloop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvicorn
+from fastapi import APIRouter, FastAPI
+from faststream.kafka import KafkaBroker
+
+from shared.db.pool import create_pool, migrate, wait_for_database
+from shared.http import RequestContextMiddleware, install_error_handlers, problem_response
+from shared.kafka.consumer import EventConsumer, Handler
+from shared.logging import configure_logging, get_logger
+from shared.outbox import OutboxRelay, backlog
+from shared.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+BackgroundTask = Callable[["Runtime"], Awaitable[None]]
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    migrations: Path
+    routers: list[APIRouter] = field(default_factory=list)
+    # topic -> handler(conn, event); empty for a service that consumes nothing
+    handlers: Callable[["Runtime"], Mapping[str, Handler]] | None = None
+    # long-running loops started after the consumer (e.g. booking worker, WhatsApp sender)
+    background: list[BackgroundTask] = field(default_factory=list)
+    # called once resources exist, before consuming starts (e.g. build httpx clients)
+    on_start: Callable[["Runtime"], Awaitable[None]] | None = None
+    on_stop: Callable[["Runtime"], Awaitable[None]] | None = None
+
+
+class Runtime:
+    """The live resources of one service process; routes reach it as ``request.app.state.rt``."""
+
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self.relay = OutboxRelay(
+            dsn=settings.database_url,
+            schema=settings.db_schema,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            batch_size=settings.outbox_batch_size,
+            poll_interval_s=settings.outbox_poll_interval_s,
+        )
+        self.broker: KafkaBroker | None = None
+        self.consumer: EventConsumer | None = None
+        self.extras: dict[str, Any] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.wakers: dict[str, asyncio.Event] = {}
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "runtime not started"
+        return self._pool
+
+    @property
+    def schema(self) -> str:
+        return self.settings.db_schema
+
+    def waker(self, name: str) -> asyncio.Event:
+        return self.wakers.setdefault(name, asyncio.Event())
+
+    def _wake_all(self) -> None:
+        self.relay.wake()
+        for event in self.wakers.values():
+            event.set()
+
+    async def start(self) -> None:
+        s = self.settings
+        await wait_for_database(s.database_url)
+        await migrate(s.database_url, s.db_schema, self.spec.migrations)
+        self._pool = await create_pool(s.database_url, s.db_schema, s.db_pool_min, s.db_pool_max)
+        if self.spec.on_start:
+            await self.spec.on_start(self)
+        await self.relay.start()
+        if self.spec.handlers:
+            self.broker = KafkaBroker(
+                s.kafka_bootstrap_servers,
+                allow_auto_create_topics=False,
+                logger=logging.getLogger("faststream"),
+                log_level=logging.DEBUG,  # no per-message framework logging in production
+                graceful_timeout=10.0,
+            )
+            self.consumer = EventConsumer(
+                service=s.service_name,
+                group_id=s.consumer_group,
+                pool_provider=lambda: self.pool,
+                handlers=self.spec.handlers(self),
+                after_commit=[self._wake_all],
+                max_records=s.kafka_batch_max_records,
+                batch_timeout_ms=s.kafka_batch_timeout_ms,
+            )
+            self.consumer.attach(self.broker)
+            await self._start_broker()
+        for task in self.spec.background:
+            self._tasks.append(asyncio.create_task(task(self), name=task.__name__))
+        log.info("service started", port=s.http_port, consumer_group=s.consumer_group)
+
+    async def _start_broker(self) -> None:
+        assert self.broker is not None
+        delay = 0.5
+        while True:
+            try:
+                await self.broker.start()
+                return
+            except Exception as exc:  # noqa: BLE001 - broker not reachable yet: wait for it
+                log.warning("kafka not reachable, retrying", error=repr(exc), retry_in_s=delay)
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.broker:
+            await self.broker.stop()
+        await self.relay.stop()
+        if self.spec.on_stop:
+            await self.spec.on_stop(self)
+        if self._pool:
+            await self._pool.close()
+        log.info("service stopped")
+
+    async def health(self) -> dict[str, Any]:
+        async with self.pool.acquire() as conn:
+            pending = await backlog(conn)
+        return {
+            "service": self.settings.service_name,
+            "status": "ok",
+            "outbox_backlog": pending,
+            "outbox_relay_active": self.relay.is_leader,
+            "consumer": self.consumer.stats.__dict__ if self.consumer else None,
+        }
+
+
+def create_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    runtime = Runtime(spec, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=f"Ketanmu {spec.name}", lifespan=lifespan)
+    app.state.rt = runtime
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> Any:
+        try:
+            return await runtime.health()
+        except Exception as exc:  # noqa: BLE001 - health reports, never crashes
+            return problem_response(503, "unhealthy", repr(exc))
+
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        loop="uvloop",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,41 @@
+"""Settings every service reads from the environment, with working local defaults.
+
+Each service subclasses ``ServiceSettings`` in its own ``settings.py`` with its own defaults
+(name, port). Environment variable names are the field names in upper case.
+"""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    service_name: str = "ketanmu"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    database_url: str = "postgresql://ketanmu:ketanmu@127.0.0.1:5432/ketanmu"
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Consumer group = group prefix + service name; tests give each run its own prefix.
+    kafka_group_prefix: str = ""
+    kafka_batch_max_records: int = 500
+    kafka_batch_timeout_ms: int = 50
+
+    outbox_batch_size: int = 500
+    outbox_poll_interval_s: float = 1.0
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @property
+    def db_schema(self) -> str:
+        return self.service_name
+
+    @property
+    def consumer_group(self) -> str:
+        return f"{self.kafka_group_prefix}{self.service_name}"
