@@ -1,0 +1,139 @@
+"""Control and inspection of the sandbox, for tests, the demo and the benchmark (``/sandbox/...``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field, StrictInt
+
+from sandbox.settings import CodOrder
+from sandbox.state import FactKind, FaultMode, FaultTarget
+from sandbox.whatsapp import messages_since, parse_since
+from sandbox.world import World
+
+router = APIRouter(prefix="/sandbox", tags=["sandbox control"])
+
+
+class CallbackOrder(BaseModel):
+    """One callback to send now, once (no retries), for a shipment the sandbox booked."""
+
+    kind: FactKind
+    cod_amount: StrictInt | None = None  # default: the booked COD value, on cod_collected
+    reason: str | None = None
+    received_by: str | None = None  # default: the recipient, on delivered
+    documents_collected: bool | None = None  # default: true, on delivered
+    duplicate: bool = False  # send the very same callback (same event id) twice
+    bad_signature: bool = False
+    stale_timestamp: bool = False  # signed 10 minutes ago: outside the 5-minute window
+
+
+class FaultOrder(BaseModel):
+    target: FaultTarget
+    mode: FaultMode
+    seconds: float | None = Field(None, gt=0)  # none: until told "ok"
+
+
+class ConfigPatch(BaseModel):
+    autoplay: bool | None = None
+    step_delay_ms: int | None = Field(None, ge=0)
+    cod_order: CodOrder | None = None
+
+
+def _world(request: Request) -> World:
+    world: World = request.app.state.world
+    return world
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    world = _world(request)
+    return {
+        "status": "ok",
+        "shipments": len(world.state.shipments),
+        "messages": len(world.state.messages),
+        "pending_callbacks": world.pending_callbacks,
+        "config": vars(world.config),
+    }
+
+
+@router.get("/whatsapp/messages")
+async def whatsapp_messages(
+    request: Request, to: str | None = None, since: str | None = None
+) -> dict[str, Any]:
+    try:
+        since_epoch = parse_since(since)
+    except ValueError:
+        raise HTTPException(400, "since must be unix seconds or an RFC 3339 time") from None
+    found = messages_since(_world(request), to, since_epoch)
+    return {"count": len(found), "messages": found}
+
+
+@router.get("/shipments")
+async def shipments(
+    request: Request,
+    partner: Literal["jnt", "pos"] | None = None,
+    order_ref: str | None = None,
+    status: str | None = None,
+) -> dict[str, Any]:
+    found = [
+        s.summary()
+        for s in _world(request).state.shipments.values()
+        if (partner is None or s.partner == partner)
+        and (order_ref is None or s.order_ref == order_ref)
+        and (status is None or s.status == status)
+    ]
+    return {"count": len(found), "shipments": found}
+
+
+def _shipment(request: Request, waybill: str) -> Any:
+    shipment = _world(request).state.shipments.get(waybill)
+    if shipment is None:
+        raise HTTPException(404, f"no shipment {waybill}")
+    return shipment
+
+
+@router.get("/shipments/{waybill}")
+async def shipment(request: Request, waybill: str) -> dict[str, Any]:
+    return dict(_shipment(request, waybill).to_json())
+
+
+@router.post("/shipments/{waybill}/callbacks")
+async def send_callback(request: Request, waybill: str, order: CallbackOrder) -> dict[str, Any]:
+    world, target = _world(request), _shipment(request, waybill)
+    fact = world.record_fact(
+        target,
+        order.kind,
+        "manual",
+        cod_amount=order.cod_amount,
+        received_by=order.received_by,
+        documents_collected=order.documents_collected,
+        reason=order.reason,
+    )
+    answers = []
+    for _ in range(2 if order.duplicate else 1):
+        answer = await world.post_once(
+            target, fact, bad_signature=order.bad_signature, stale=order.stale_timestamp
+        )
+        answers.append(answer.to_json())
+    return {"callback": fact.record.to_json(), "answers": answers, "answer": answers[-1]}
+
+
+@router.post("/faults")
+async def set_fault(request: Request, order: FaultOrder) -> dict[str, Any]:
+    _world(request).state.set_fault(order.target, order.mode, order.seconds)
+    return {"target": order.target, "mode": order.mode, "seconds": order.seconds}
+
+
+@router.post("/config")
+async def configure(request: Request, patch: ConfigPatch) -> dict[str, Any]:
+    config = _world(request).config
+    for key, value in patch.model_dump(exclude_none=True).items():
+        setattr(config, key, value)
+    return dict(vars(config))
+
+
+@router.post("/reset")
+async def reset(request: Request) -> dict[str, str]:
+    await _world(request).reset()
+    return {"status": "reset"}

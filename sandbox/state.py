@@ -1,0 +1,134 @@
+"""What the sandbox remembers: shipments, callbacks sent, WhatsApp messages, tokens, faults.
+
+All of it lives in memory and is lost on restart (or on ``POST /sandbox/reset``): the sandbox is a
+stand-in for partners in development and tests, where a fresh world per run is what one wants.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+FaultMode = Literal["ok", "error", "timeout"]
+FaultTarget = Literal["jnt", "pos", "whatsapp"]
+# What can happen to a shipment. The sandbox keeps its own copy of the partners' vocabulary and
+# wire formats instead of importing the adapters', so a mistake in an adapter is caught by the
+# sandbox rather than mirrored by it.
+FactKind = Literal[
+    "picked_up", "in_transit", "cod_collected", "delivered", "delivery_failed", "returned"
+]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+@dataclass
+class CallbackRecord:
+    """One callback the sandbox sent (or is still trying to send) to the courier service."""
+
+    event_id: str
+    kind: str
+    occurred_at: datetime
+    source: Literal["autoplay", "manual"]
+    cod_amount: int | None = None
+    attempts: int = 0
+    delivered: bool = False
+    last_status: int | None = None
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "kind": self.kind,
+            "occurred_at": rfc3339(self.occurred_at),
+            "source": self.source,
+            "cod_amount": self.cod_amount,
+            "attempts": self.attempts,
+            "delivered": self.delivered,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "delivered_at": rfc3339(self.delivered_at),
+        }
+
+
+@dataclass
+class Shipment:
+    partner: str
+    waybill: str
+    order_ref: str
+    cod_amount: int
+    recipient_name: str
+    booked_at: datetime
+    booking: dict[str, Any]  # what the partner received, as received
+    status: str = "booked"  # booked | cancelled | then the kind of the latest fact played
+    callbacks: list[CallbackRecord] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "partner": self.partner,
+            "waybill": self.waybill,
+            "order_ref": self.order_ref,
+            "status": self.status,
+            "cod_amount": self.cod_amount,
+            "booked_at": rfc3339(self.booked_at),
+            "callbacks_sent": len(self.callbacks),
+            "callbacks_delivered": sum(c.delivered for c in self.callbacks),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return self.summary() | {
+            "booking": self.booking,
+            "callbacks": [c.to_json() for c in self.callbacks],
+        }
+
+
+@dataclass
+class Fault:
+    mode: FaultMode = "ok"
+    until: float | None = None  # time.monotonic(); None = until told otherwise
+
+    def active(self, now: float) -> FaultMode:
+        if self.mode == "ok" or (self.until is not None and now >= self.until):
+            return "ok"
+        return self.mode
+
+
+@dataclass
+class State:
+    seed: int | None = None
+    shipments: dict[str, Shipment] = field(default_factory=dict)  # by waybill
+    # (partner, order ref) -> waybill: the dedupe that makes booking retries safe
+    orders: dict[tuple[str, str], str] = field(default_factory=dict)
+    messages: list[dict[str, Any]] = field(default_factory=list)  # WhatsApp, in arrival order
+    pos_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
+    faults: dict[str, Fault] = field(default_factory=dict)
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def new_waybill(self, prefix: str, digits: int) -> str:
+        while True:
+            waybill = prefix + "".join(self.rng.choices("0123456789", k=digits))
+            if waybill not in self.shipments:
+                return waybill
+
+    def token(self, nbytes: int = 16) -> str:
+        return self.rng.randbytes(nbytes).hex()
+
+    def fault(self, target: str) -> FaultMode:
+        current = self.faults.get(target)
+        return current.active(time.monotonic()) if current else "ok"
+
+    def set_fault(self, target: str, mode: FaultMode, seconds: float | None) -> None:
+        until = time.monotonic() + seconds if seconds and mode != "ok" else None
+        self.faults[target] = Fault(mode, until)

@@ -1,0 +1,242 @@
+"""The sandbox's outside world: books shipments, plays their lives, delivers callbacks like a partner.
+
+Callback delivery behaves like a real partner's: any non-2xx answer or connection error is retried
+with exponential backoff (start 200 ms, doubling, cap 5 s, with jitter) until the courier service
+accepts it. One shared httpx client and a semaphore bound the POSTs in flight, so a burst of
+shipments cannot open thousands of sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from sandbox.callbacks import CallbackFact, occurred, signed_request
+from sandbox.settings import CodOrder, SandboxSettings
+from sandbox.state import CallbackRecord, FactKind, Shipment, State, utc_now
+
+_ANSWER_PREVIEW_CHARS = 2000
+
+
+@dataclass
+class PlayConfig:
+    """The part of the settings that tests and demos may change at run time."""
+
+    autoplay: bool
+    step_delay_ms: int
+    cod_order: CodOrder
+
+    @classmethod
+    def from_settings(cls, settings: SandboxSettings) -> PlayConfig:
+        return cls(settings.autoplay, settings.step_delay_ms, settings.cod_order)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the courier service answered to one callback POST."""
+
+    status_code: int | None
+    body: Any
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status_code": self.status_code, "body": self.body, "error": self.error}
+
+
+class World:
+    def __init__(
+        self,
+        settings: SandboxSettings,
+        callback_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.state = State(seed=settings.seed)
+        self.config = PlayConfig.from_settings(settings)
+        self._transport = callback_transport
+        self._client: httpx.AsyncClient | None = None
+        self._semaphore = asyncio.Semaphore(settings.callback_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._jitter = random.Random(settings.seed)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        # Created on first use so the app also works without a lifespan (ASGITransport in tests).
+        if self._client is None:
+            n = self.settings.callback_concurrency
+            self._client = httpx.AsyncClient(
+                base_url=self.settings.courier_url,
+                transport=self._transport,
+                timeout=httpx.Timeout(self.settings.callback_timeout_s),
+                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            )
+        return self._client
+
+    @property
+    def pending_callbacks(self) -> int:
+        return sum(not c.delivered for s in self.state.shipments.values() for c in s.callbacks)
+
+    # --- bookings -------------------------------------------------------------------------------
+
+    def book(
+        self,
+        partner: str,
+        order_ref: str,
+        cod_amount: int,
+        recipient_name: str,
+        booking: dict[str, Any],
+    ) -> tuple[Shipment, bool]:
+        """The shipment for ``order_ref``: the existing one when the order was seen before."""
+        existing = self.state.orders.get((partner, order_ref))
+        if existing is not None:
+            return self.state.shipments[existing], False
+        waybill = (
+            self.state.new_waybill("JX", 10)
+            if partner == "jnt"
+            else self.state.new_waybill("P", 12)
+        )
+        shipment = Shipment(
+            partner=partner,
+            waybill=waybill,
+            order_ref=order_ref,
+            cod_amount=cod_amount,
+            recipient_name=recipient_name,
+            booked_at=utc_now(),
+            booking=booking,
+        )
+        self.state.shipments[waybill] = shipment
+        self.state.orders[(partner, order_ref)] = waybill
+        if self.config.autoplay:
+            self._spawn(self.play(shipment))
+        return shipment, True
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- the life of a shipment -----------------------------------------------------------------
+
+    def life_script(self) -> list[FactKind]:
+        order = self.config.cod_order
+        if order == "random":
+            order = self.state.rng.choice(("before", "after"))
+        ending: list[FactKind] = (
+            ["cod_collected", "delivered"] if order == "before" else ["delivered", "cod_collected"]
+        )
+        return ["picked_up", *ending]
+
+    async def play(self, shipment: Shipment) -> None:
+        """Pick-up, COD and delivery, one step after another. Each callback is delivered (with
+        retries) before the next fact happens, so one shipment's callbacks keep their order."""
+        for kind in self.life_script():
+            await asyncio.sleep(self.config.step_delay_ms / 1000)
+            if shipment.status == "cancelled":
+                return
+            fact = self.record_fact(shipment, kind, "autoplay")
+            await self.deliver(shipment, fact)
+
+    def record_fact(
+        self,
+        shipment: Shipment,
+        kind: FactKind,
+        source: Literal["autoplay", "manual"],
+        *,
+        cod_amount: int | None = None,
+        received_by: str | None = None,
+        documents_collected: bool | None = None,
+        reason: str | None = None,
+    ) -> CallbackFact:
+        if kind == "cod_collected" and cod_amount is None:
+            cod_amount = shipment.cod_amount
+        if kind == "delivered":
+            received_by = received_by or shipment.recipient_name
+            documents_collected = True if documents_collected is None else documents_collected
+        if kind in ("delivery_failed", "returned") and reason is None:
+            reason = "Penerima tidak di tempat"
+        record = CallbackRecord(
+            event_id=self.state.token(8),
+            kind=kind,
+            occurred_at=occurred(utc_now()),
+            source=source,
+            cod_amount=cod_amount,
+        )
+        shipment.callbacks.append(record)
+        if kind != "cod_collected":
+            shipment.status = kind
+        return CallbackFact(record, received_by, documents_collected, reason)
+
+    # --- delivery to the courier service --------------------------------------------------------
+
+    async def post_once(
+        self,
+        shipment: Shipment,
+        fact: CallbackFact,
+        *,
+        bad_signature: bool = False,
+        stale: bool = False,
+    ) -> Answer:
+        record = fact.record
+        async with self._semaphore:
+            request = signed_request(
+                self.settings, shipment, fact, time.time(), bad_signature, stale
+            )
+            try:
+                response = await self.client.post(
+                    request.path, content=request.body, headers=request.headers
+                )
+                answer = Answer(response.status_code, _preview(response))
+            except httpx.HTTPError as exc:
+                answer = Answer(None, None, f"{type(exc).__name__}: {exc}")
+        record.attempts += 1
+        record.last_status, record.last_error = answer.status_code, answer.error
+        if answer.ok:
+            # Truthful even for a tampered callback: if the courier service took it, it says so.
+            record.delivered = True
+            record.delivered_at = record.delivered_at or utc_now()
+        return answer
+
+    async def deliver(self, shipment: Shipment, fact: CallbackFact) -> None:
+        delay = self.settings.retry_start_ms / 1000
+        cap = self.settings.retry_cap_ms / 1000
+        while not (await self.post_once(shipment, fact)).ok:
+            # Jitter spreads the retries of many callbacks when the courier service comes back.
+            await asyncio.sleep(delay * self._jitter.uniform(0.5, 1.0))
+            delay = min(delay * 2, cap)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def reset(self) -> None:
+        await self._cancel_tasks()
+        self.state = State(seed=self.settings.seed)
+        self.config = PlayConfig.from_settings(self.settings)
+
+    async def aclose(self) -> None:
+        await self._cancel_tasks()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def _preview(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:_ANSWER_PREVIEW_CHARS]

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from shared.settings import ServiceSettings
+
+
+class CourierSettings(ServiceSettings):
+    service_name: str = "courier"
+    http_port: int = 8003
+
+    # Partner endpoints and credentials: the sandbox's in a local run, the real ones in production.
+    jnt_base_url: str = "http://127.0.0.1:8090/jnt"
+    jnt_api_account: str = "ketanmu-dev"
+    jnt_private_key: str = "jnt-dev-private-key"
+    jnt_customer_code: str = "KETANMU01"
+    pos_base_url: str = "http://127.0.0.1:8090/pos"
+    pos_client_id: str = "ketanmu-dev"
+    pos_client_secret: str = "pos-dev-client-secret"
+    pos_webhook_secret: str = "pos-dev-webhook-secret"
+    partner_timeout_s: float = 10.0
+
+    # Booking retries: backoff doubles from start to cap; ops see every failed attempt.
+    booking_concurrency: int = 16
+    booking_retry_start_s: float = 1.0
+    booking_retry_cap_s: float = 300.0
+    booking_claim_s: float = 60.0
+
+    # The office the courier picks up from.
+    office_name: str = "Dispendukcapil Kabupaten Mojokerto"
+    office_phone: str = "+62321000000"
+    office_street: str = "Jl. R.A. Basuni No. 1"
+    office_rt_rw: str = "000/000"
+    office_kelurahan: str = "Sooko"
+    office_kecamatan: str = "Sooko"
+    office_kabupaten_kota: str = "Kabupaten Mojokerto"
+    office_provinsi: str = "Jawa Timur"
+    office_postal_code: str = "61361"

@@ -1,0 +1,49 @@
+"""Notify: tells the applicant on WhatsApp at every step of the request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from shared.runtime import Runtime, ServiceSpec, create_app
+
+from . import api, events, sender
+from .settings import NotifySettings
+from .whatsapp import WhatsAppClient
+
+
+async def _start(rt: Runtime) -> None:
+    s: NotifySettings = rt.settings  # type: ignore[assignment]
+    http = httpx.AsyncClient(
+        timeout=s.whatsapp_timeout_s,
+        limits=httpx.Limits(max_connections=s.send_concurrency * 2),
+    )
+    rt.extras["http"] = http
+    rt.extras["whatsapp"] = WhatsAppClient(
+        http,
+        s.whatsapp_base_url,
+        s.whatsapp_phone_number_id,
+        s.whatsapp_access_token,
+        api_version=s.whatsapp_api_version,
+    )
+    rt.waker("sender")
+
+
+async def _stop(rt: Runtime) -> None:
+    await rt.extras["http"].aclose()
+
+
+def build(settings: NotifySettings | None = None) -> FastAPI:
+    settings = settings or NotifySettings()
+    spec = ServiceSpec(
+        name="notify",
+        migrations=Path(__file__).parent / "migrations",
+        routers=[api.router],
+        handlers=lambda rt: events.handlers(),
+        background=[sender.sender_loop],
+        on_start=_start,
+        on_stop=_stop,
+    )
+    return create_app(spec, settings)
