@@ -1,0 +1,60 @@
+# Ketanmu: `make run` brings the system up, `make test` runs every test from nothing.
+SHELL := /bin/bash
+PY := .venv/bin/python
+INFRA := deploy/local/infra.sh
+
+.PHONY: help install run demo stop down infra-up infra-down infra-status test test-unit \
+        test-integration test-e2e schemas lint clean bench
+
+help:
+	@echo "make run        start Kafka, PostgreSQL, the four services and the partner sandbox"
+	@echo "make demo       push a batch of requests through to delivered (after make run)"
+	@echo "make stop       stop the services and the sandbox; make down also stops Kafka and PostgreSQL"
+	@echo "make test       unit, integration and end-to-end tests (installs what is missing)"
+	@echo "make schemas    regenerate the committed JSON Schemas and AsyncAPI document"
+	@echo "make bench      benchmark the pipeline"
+
+# Python packages, pinned by constraints.txt; re-run when either file changes.
+.venv/.installed: pyproject.toml constraints.txt
+	@test -x $(PY) || python3 -m venv .venv
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+install: .venv/.installed
+
+infra-up: install
+	@bash $(INFRA) up
+infra-down:
+	@bash $(INFRA) down
+infra-status:
+	@bash $(INFRA) status
+
+run: infra-up
+	@$(PY) -m deploy.local.system up
+	@echo "Try it: make demo   (stop with: make stop, or make down to stop Kafka and PostgreSQL too)"
+
+demo: install
+	@$(PY) -m deploy.local.demo
+
+stop:
+	@$(PY) -m deploy.local.system down
+down: stop infra-down
+
+test: infra-up
+	@$(PY) -m pytest tests
+
+test-unit: install
+	@$(PY) -m pytest tests/unit
+test-integration: infra-up
+	@$(PY) -m pytest tests/integration
+test-e2e: infra-up
+	@$(PY) -m pytest tests/e2e
+
+schemas: install
+	@$(PY) -m shared.contracts.generate
+
+lint: install
+	@$(PY) -m ruff check shared services sandbox deploy tests
+
+clean:
+	rm -rf .venv .pytest_cache

@@ -1,0 +1,244 @@
+"""The guarantees of DESIGN.md section 3, proven against the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import TopicPartition
+from faststream.kafka import KafkaBroker
+
+from shared.contracts import topics
+from shared.contracts.events import DocumentPrinted, Envelope, new_event
+from shared.db.pool import create_pool, migrate
+from shared.kafka.consumer import EventConsumer, RejectEvent
+from shared.outbox import OutboxRelay, add_event
+from tests.support.infra import KAFKA, committed, end_offsets, produce, read_topics, seed_group_at_end
+
+pytestmark = pytest.mark.integration
+
+EMPTY_MIGRATIONS = Path(__file__).parent / "no_migrations"
+
+
+def printed(request_id: uuid.UUID, number: str) -> Envelope[Any]:
+    now = datetime.now(UTC)
+    return new_event(
+        topics.DOCUMENT_PRINTED,
+        request_id=request_id,
+        correlation_id=str(request_id),
+        causation_id="test",
+        producer="test",
+        data=DocumentPrinted(document_number=number, printed_at=now, operator="op"),
+    )
+
+
+async def wait_until(predicate: Any, timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def schema_pool(database: str) -> Any:
+    schema = f"t_{uuid.uuid4().hex[:8]}"
+    await migrate(database, schema, EMPTY_MIGRATIONS)
+    pool = await create_pool(database, schema)
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE effects (event_id uuid PRIMARY KEY, number text)")
+    yield schema, pool
+    await pool.close()
+
+
+async def test_relay_publishes_outbox_rows_in_order_with_headers(database: str, schema_pool: Any) -> None:
+    schema, pool = schema_pool
+    start = await end_offsets([topics.DOCUMENT_PRINTED])
+    request_id = uuid.uuid4()
+    events = [printed(request_id, f"N-{i}") for i in range(30)]
+    async with pool.acquire() as conn:
+        for event in events:
+            async with conn.transaction():
+                await add_event(conn, event, schema)
+        # a rolled-back transaction publishes nothing
+        with pytest.raises(RuntimeError):
+            async with conn.transaction():
+                await add_event(conn, printed(request_id, "never"), schema)
+                raise RuntimeError("business change failed")
+    relay = OutboxRelay(dsn=database, schema=schema, bootstrap_servers=KAFKA, batch_size=7)
+    await relay.start()
+    try:
+        await wait_until(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"))
+    finally:
+        await relay.stop()
+    records = await read_topics(start, key=str(request_id).encode())
+    assert [r.value for r in records] == [e.model_dump_json().encode() for e in events]
+    assert len({r.partition for r in records}) == 1  # one key, one partition, in order
+    headers = dict(records[0].headers)
+    assert headers["event_type"] == b"document-printed"
+    assert headers["event_id"] == str(events[0].event_id).encode()
+    assert headers["correlation_id"] == str(request_id).encode()
+
+
+async def _run_consumer(
+    pool: asyncpg.Pool, group: str, handler: Any, service: str = "t"
+) -> tuple[KafkaBroker, EventConsumer]:
+    broker = KafkaBroker(KAFKA, allow_auto_create_topics=False)
+    consumer = EventConsumer(
+        service=service,
+        group_id=group,
+        pool_provider=lambda: pool,
+        handlers={topics.DOCUMENT_PRINTED: handler},
+        batch_timeout_ms=20,
+    )
+    consumer.attach(broker)
+    await broker.start()
+    return broker, consumer
+
+
+async def test_offsets_committed_only_after_the_effect_is_durable(schema_pool: Any) -> None:
+    """While the database fails, the offset stays; after a crash the event is redelivered and
+    applied once; the offset moves only when the effect is committed."""
+    schema, pool = schema_pool
+    group = f"it-ack-{uuid.uuid4().hex[:6]}"
+    await seed_group_at_end(group, [topics.DOCUMENT_PRINTED])
+    request_id = uuid.uuid4()
+    event = printed(request_id, "A-1")
+    failures = {"left": 3}
+    calls = {"n": 0}
+
+    async def flaky(conn: asyncpg.Connection, ev: Envelope[Any]) -> None:
+        if ev.event_id != event.event_id:
+            return
+        calls["n"] += 1
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise ConnectionError("database unreachable (simulated)")
+        await conn.execute("INSERT INTO effects VALUES ($1, $2)", ev.event_id, ev.data.document_number)
+
+    before = await end_offsets([topics.DOCUMENT_PRINTED])
+    await produce(topics.DOCUMENT_PRINTED, event.model_dump_json().encode(), key=str(request_id).encode())
+    after = await end_offsets([topics.DOCUMENT_PRINTED])
+    (tp,) = [tp for tp in after if after[tp] != before[tp]]
+
+    broker, consumer = await _run_consumer(pool, group, flaky)
+    try:
+        await wait_until(lambda: _true(calls["n"] >= 2))
+        # the effect failed so far: nothing may be committed past the message
+        assert (await committed(group, [tp]))[tp] == before[tp]
+        await wait_until(lambda: pool.fetchval("SELECT count(*) = 1 FROM effects"))
+        await wait_until(lambda: _committed_is(group, tp, after[tp]))
+    finally:
+        await broker.stop()
+
+    # a second delivery of the same event (a redelivery after a crash) has no second effect
+    await produce(topics.DOCUMENT_PRINTED, event.model_dump_json().encode(), key=str(request_id).encode())
+    broker, consumer = await _run_consumer(pool, group, flaky)
+    try:
+        await wait_until(lambda: _true(consumer.stats.duplicates >= 1))
+    finally:
+        await broker.stop()
+    assert await pool.fetchval("SELECT count(*) FROM effects") == 1
+    assert await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", event.event_id) == 1
+
+
+async def test_crash_before_commit_redelivers(schema_pool: Any) -> None:
+    """A consumer that dies while applying (no ack) leaves the offset; the next one applies it."""
+    schema, pool = schema_pool
+    group = f"it-crash-{uuid.uuid4().hex[:6]}"
+    await seed_group_at_end(group, [topics.DOCUMENT_PRINTED])
+    event = printed(uuid.uuid4(), "C-1")
+    started = asyncio.Event()
+
+    async def hangs(conn: asyncpg.Connection, ev: Envelope[Any]) -> None:
+        if ev.event_id == event.event_id:
+            started.set()
+            await asyncio.sleep(3600)
+
+    async def applies(conn: asyncpg.Connection, ev: Envelope[Any]) -> None:
+        if ev.event_id == event.event_id:
+            await conn.execute("INSERT INTO effects VALUES ($1, $2)", ev.event_id, "C-1")
+
+    await produce(topics.DOCUMENT_PRINTED, event.model_dump_json().encode(), key=b"crash")
+    broker, _ = await _run_consumer(pool, group, hangs)
+    await asyncio.wait_for(started.wait(), 20)
+    # "crash": the consumer is torn down mid-handler without acknowledging
+    for sub in broker.subscribers:
+        for task in getattr(sub, "tasks", []):
+            task.cancel()
+    await broker.stop()
+    broker, _ = await _run_consumer(pool, group, applies)
+    try:
+        await wait_until(lambda: pool.fetchval("SELECT count(*) = 1 FROM effects WHERE number = 'C-1'"))
+    finally:
+        await broker.stop()
+
+
+async def test_poison_messages_are_dead_lettered_and_the_partition_keeps_flowing(
+    database: str, schema_pool: Any
+) -> None:
+    schema, pool = schema_pool
+    group = f"it-dlq-{uuid.uuid4().hex[:6]}"
+    await seed_group_at_end(group, [topics.DOCUMENT_PRINTED])
+    dlq_start = await end_offsets(["dlq.printing"])
+    good = printed(uuid.uuid4(), "G-1")
+    rejected = printed(uuid.uuid4(), "R-1")
+
+    async def handler(conn: asyncpg.Connection, ev: Envelope[Any]) -> None:
+        if ev.event_id == rejected.event_id:
+            raise RejectEvent("document number R-1 is cancelled")
+        await conn.execute("INSERT INTO effects VALUES ($1, $2)", ev.event_id, ev.data.document_number)
+
+    key = b"same-key-same-partition"
+    await produce(topics.DOCUMENT_PRINTED, b"{not json", key=key)
+    await produce(topics.DOCUMENT_PRINTED, b'{"event_type": "document-printed"}', key=key,
+                  headers=[("bad-header", b"\xff\xfe")])
+    await produce(topics.DOCUMENT_PRINTED, rejected.model_dump_json().encode(), key=key)
+    await produce(topics.DOCUMENT_PRINTED, good.model_dump_json().encode(), key=key)
+
+    broker = KafkaBroker(KAFKA, allow_auto_create_topics=False)
+    consumer = EventConsumer(service="printing", group_id=group, pool_provider=lambda: pool,
+                             handlers={topics.DOCUMENT_PRINTED: handler}, batch_timeout_ms=20)
+    consumer.attach(broker)
+    await broker.start()
+    try:
+        await wait_until(lambda: pool.fetchval("SELECT count(*) = 1 FROM effects WHERE number = 'G-1'"))
+    finally:
+        await broker.stop()
+    rows = await pool.fetch("SELECT reason FROM dead_letter ORDER BY id")
+    reasons = [r["reason"] for r in rows]
+    assert len(reasons) == 3, reasons
+    assert reasons[0].startswith("invalid event:") and "Invalid JSON" in reasons[0]
+    assert "event_id: Field required" in reasons[1]
+    assert reasons[2] == "RejectEvent: document number R-1 is cancelled"
+    # the rejected event's inbox row was rolled back with its savepoint: a replay can apply it
+    assert await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", rejected.event_id) == 0
+    # dead letters leave through the outbox, to the service's dead-letter topic
+    outbox = await pool.fetch("SELECT topic, headers FROM outbox ORDER BY id")
+    assert [r["topic"] for r in outbox] == ["dlq.printing"] * 3
+    relay = OutboxRelay(dsn=database, schema=schema, bootstrap_servers=KAFKA)
+    await relay.start()
+    try:
+        await wait_until(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"))
+    finally:
+        await relay.stop()
+    dead = await read_topics(dlq_start, key=key)
+    assert [r.value for r in dead][0] == b"{not json"
+    first = dict(dead[0].headers)
+    assert first["dlq-original-topic"] == b"document-printed"
+    assert first["dlq-consumer"] == group.encode()
+    assert first["dlq-reason"].startswith(b"invalid event:")
+    assert len(dead) == 3
+
+
+async def _committed_is(group: str, tp: TopicPartition, offset: int) -> bool:
+    return (await committed(group, [tp]))[tp] == offset
+
+
+async def _true(value: bool) -> bool:
+    return value
