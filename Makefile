@@ -4,6 +4,7 @@ PY := .venv/bin/python
 INFRA := deploy/local/infra.sh
 
 .PHONY: help install run demo stop down infra-up infra-down infra-status test test-unit \
+        test-infra-up test-infra-down \
         test-integration test-e2e schemas lint clean bench
 
 help:
@@ -38,17 +39,27 @@ demo: install
 
 stop:
 	@$(PY) -m deploy.local.system down
-down: stop infra-down
+down: stop infra-down test-infra-down
 
-test: infra-up
-	@$(PY) -m pytest tests
+# The tests run on their own Kafka broker (its own ports and data), so that a running `make run`
+# and the tests never consume each other's events; PostgreSQL is shared (a database per run).
+TEST_KAFKA := KAFKA_HOME=.local/kafka-test KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093
+TEST_ENV := KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092
+
+test-infra-up: install
+	@$(TEST_KAFKA) bash $(INFRA) up
+test-infra-down:
+	@$(TEST_KAFKA) bash $(INFRA) down
+
+test: test-infra-up
+	@$(TEST_ENV) $(PY) -m pytest tests/unit tests/integration tests/e2e
 
 test-unit: install
 	@$(PY) -m pytest tests/unit
-test-integration: infra-up
-	@$(PY) -m pytest tests/integration
-test-e2e: infra-up
-	@$(PY) -m pytest tests/e2e
+test-integration: test-infra-up
+	@$(TEST_ENV) $(PY) -m pytest tests/integration
+test-e2e: test-infra-up
+	@$(TEST_ENV) $(PY) -m pytest tests/e2e
 
 schemas: install
 	@$(PY) -m shared.contracts.generate
