@@ -4,7 +4,7 @@ PY := .venv/bin/python
 INFRA := deploy/local/infra.sh
 
 .PHONY: help install run demo stop down infra-up infra-down infra-status test test-unit \
-        test-infra-up test-infra-down \
+        test-infra-up test-infra-down test-faults \
         test-integration test-e2e schemas lint clean bench
 
 help:
@@ -60,6 +60,14 @@ test-integration: test-infra-up
 	@$(TEST_ENV) $(PY) -m pytest tests/integration
 test-e2e: test-infra-up
 	@$(TEST_ENV) $(PY) -m pytest tests/e2e
+
+# Fault tests break things on purpose (SIGKILL, broker and database restarts): see tests/faults.
+test-faults: test-infra-up
+	@$(TEST_ENV) $(PY) -m pytest tests/faults
+
+# The benchmark prints figures; it never fails on speed. Results go to bench-results/.
+bench: infra-up
+	@$(PY) -m bench
 
 schemas: install
 	@$(PY) -m shared.contracts.generate

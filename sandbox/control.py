@@ -109,6 +109,7 @@ async def send_callback(request: Request, waybill: str, order: CallbackOrder) ->
         received_by=order.received_by,
         documents_collected=order.documents_collected,
         reason=order.reason,
+        applies=not (order.bad_signature or order.stale_timestamp),
     )
     answers = []
     for _ in range(2 if order.duplicate else 1):

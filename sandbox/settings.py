@@ -48,7 +48,7 @@ class SandboxSettings(BaseSettings):
     courier_url: str = Field(DEFAULT_COURIER_URL, validation_alias="SANDBOX_COURIER_URL")
     pos_token_ttl_s: int = Field(3600, ge=1, validation_alias="SANDBOX_POS_TOKEN_TTL_S")
     # Callback delivery: at most this many POSTs in flight; backoff doubles from start to cap.
-    callback_concurrency: int = Field(64, ge=1, validation_alias="SANDBOX_CALLBACK_CONCURRENCY")
+    callback_concurrency: int = Field(16, ge=1, validation_alias="SANDBOX_CALLBACK_CONCURRENCY")
     callback_timeout_s: float = Field(5.0, gt=0, validation_alias="SANDBOX_CALLBACK_TIMEOUT_S")
     retry_start_ms: int = Field(200, ge=1, validation_alias="SANDBOX_RETRY_START_MS")
     retry_cap_ms: int = Field(5000, ge=1, validation_alias="SANDBOX_RETRY_CAP_MS")

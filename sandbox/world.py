@@ -155,7 +155,10 @@ class World:
         received_by: str | None = None,
         documents_collected: bool | None = None,
         reason: str | None = None,
+        applies: bool = True,
     ) -> CallbackFact:
+        """A new fact about ``shipment``; ``applies=False`` for a forged one (bad signature), which
+        is sent but does not change what the partner knows about the shipment."""
         if kind == "cod_collected" and cod_amount is None:
             cod_amount = shipment.cod_amount
         if kind == "delivered":
@@ -171,7 +174,7 @@ class World:
             cod_amount=cod_amount,
         )
         shipment.callbacks.append(record)
-        if kind != "cod_collected":
+        if applies and kind != "cod_collected":
             shipment.status = kind
         return CallbackFact(record, received_by, documents_collected, reason)
 

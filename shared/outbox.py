@@ -90,8 +90,10 @@ class OutboxRelay:
         bootstrap_servers: str,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
+        topic_prefix: str = "",
     ) -> None:
         self._dsn = dsn
+        self._topic_prefix = topic_prefix
         self._schema = schema
         self._bootstrap = bootstrap_servers
         self._batch_size = batch_size
@@ -189,7 +191,7 @@ class OutboxRelay:
             headers = [(k, v.encode()) for k, v in json.loads(row["headers"]).items()]
             futures.append(
                 await producer.send(
-                    row["topic"], value=row["value"], key=row["key"].encode(), headers=headers
+                    self._topic_prefix + row["topic"], value=row["value"], key=row["key"].encode(), headers=headers
                 )
             )
         await asyncio.gather(*futures)

@@ -59,6 +59,7 @@ class Runtime:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
+            topic_prefix=settings.kafka_topic_prefix,
         )
         self.broker: KafkaBroker | None = None
         self.consumer: EventConsumer | None = None
@@ -107,6 +108,7 @@ class Runtime:
                 after_commit=[self._wake_all],
                 max_records=s.kafka_batch_max_records,
                 batch_timeout_ms=s.kafka_batch_timeout_ms,
+                topic_prefix=s.kafka_topic_prefix,
             )
             self.consumer.attach(self.broker)
             await self._start_broker()

@@ -23,6 +23,10 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # Consumer group = group prefix + service name; tests give each run its own prefix.
     kafka_group_prefix: str = ""
+    # Physical topic names are this prefix + the contract's names. Empty in production: the
+    # topics are named exactly as DESIGN.md says. Tests and benchmarks give each run its own
+    # prefix so that several systems can share one broker without consuming each other's events.
+    kafka_topic_prefix: str = ""
     kafka_batch_max_records: int = 500
     kafka_batch_timeout_ms: int = 50
 

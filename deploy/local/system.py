@@ -38,6 +38,10 @@ class System:
     python: str = sys.executable
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
+    def topic(self, name: str) -> str:
+        """The physical name of a contract topic in this system's namespace."""
+        return self.env.get("KAFKA_TOPIC_PREFIX", "") + name
+
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 

@@ -41,9 +41,10 @@ async def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> None:
 
 
 async def create_topics(
-    bootstrap: str, partitions: int, topics: tuple[str, ...] = ALL_TOPICS
+    bootstrap: str, partitions: int, topics: tuple[str, ...] = ALL_TOPICS, prefix: str = ""
 ) -> list[str]:
-    """Create the missing topics; return the names created. Safe to run twice."""
+    """Create the missing topics (``prefix`` + name); return the names created. Idempotent."""
+    topics = tuple(prefix + t for t in topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     await admin.start()
     try:
@@ -64,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP)
     parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--prefix", default=os.environ.get("KAFKA_TOPIC_PREFIX", ""),
+                        help="namespace for a test or benchmark run; empty in production")
     args = parser.parse_args(argv)
     try:
         asyncio.run(wait_for_broker(args.bootstrap, args.timeout))
         if args.command == "create-topics":
-            created = asyncio.run(create_topics(args.bootstrap, args.partitions))
+            created = asyncio.run(create_topics(args.bootstrap, args.partitions, prefix=args.prefix))
             print(
                 f"topics: {len(ALL_TOPICS)} present, created {len(created)}"
                 f" ({args.partitions} partitions each): {', '.join(created) or '-'}"

@@ -98,8 +98,11 @@ class EventConsumer:
         after_commit: Sequence[Callable[[], None]] = (),
         max_records: int = 500,
         batch_timeout_ms: int = 50,
+        topic_prefix: str = "",
     ) -> None:
         self.service = service
+        # Physical topic = prefix + contract name; empty in production (see ServiceSettings).
+        self.topic_prefix = topic_prefix
         self.group_id = group_id
         self._pool = pool_provider
         self._handlers = dict(handlers)
@@ -110,7 +113,7 @@ class EventConsumer:
 
     def attach(self, broker: KafkaBroker) -> None:
         subscriber = broker.subscriber(
-            *self._handlers.keys(),
+            *(self.topic_prefix + t for t in self._handlers),
             group_id=self.group_id,
             batch=True,
             max_records=self._max_records,
@@ -166,10 +169,11 @@ class EventConsumer:
         self.stats.dead_lettered += dead
 
     async def _apply_one(self, conn: asyncpg.Connection, record: ConsumerRecord) -> str:
+        topic = record.topic.removeprefix(self.topic_prefix)
         try:
             if record.value is None:
                 raise UnsupportedEvent("message has no value")
-            event = parse_event(record.topic, record.value)
+            event = parse_event(topic, record.value)
         except (ValidationError, UnsupportedEvent, ValueError) as exc:
             await self._dead_letter(conn, record, _reason(exc))
             return "dead"
@@ -186,11 +190,11 @@ class EventConsumer:
                         " ON CONFLICT DO NOTHING RETURNING true",
                         self.group_id,
                         event.event_id,
-                        record.topic,
+                        topic,
                     )
                     if not fresh:
                         return "duplicate"
-                    await self._handlers[record.topic](conn, event)
+                    await self._handlers[topic](conn, event)
             except TRANSIENT_DB_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - anything else can never succeed as it is
@@ -217,7 +221,7 @@ class EventConsumer:
         headers.update(
             {
                 "dlq-reason": reason[:1000],
-                "dlq-original-topic": record.topic,
+                "dlq-original-topic": record.topic.removeprefix(self.topic_prefix),
                 "dlq-original-partition": str(record.partition),
                 "dlq-original-offset": str(record.offset),
                 "dlq-consumer": self.group_id,

@@ -7,6 +7,7 @@ the topics) and its own ports, so it never disturbs a running ``make run``.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,34 +15,51 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from deploy.local.system import ROOT, SERVICES, System
-from tests.support.infra import KAFKA, create_database, drop_database, dsn_for, seed_group_at_end
+from tests.support.infra import (
+    KAFKA,
+    create_database,
+    create_namespace,
+    delete_namespace,
+    drop_database,
+    dsn_for,
+)
 
-E2E_PORTS = {"intake": 18001, "printing": 18002, "courier": 18003, "notify": 18004, "sandbox": 18090}
+
+def free_ports(names: list[str]) -> dict[str, int]:
+    socks = [socket.socket() for _ in names]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = {name: sock.getsockname()[1] for name, sock in zip(names, socks, strict=True)}
+    for sock in socks:
+        sock.close()
+    return ports
 
 
 @pytest.fixture(scope="session")
 async def e2e_env(infra: None) -> AsyncIterator[dict[str, str]]:
     run = uuid.uuid4().hex[:8]
     database = await create_database("ketanmu_e2e")
-    prefix = f"e2e-{run}-"
-    for service in SERVICES:
-        await seed_group_at_end(prefix + service)
+    prefix = f"e2e-{run}."
+    await create_namespace(prefix)
     yield {
         "DATABASE_URL": dsn_for(database),
         "KAFKA_BOOTSTRAP_SERVERS": KAFKA,
         "KAFKA_GROUP_PREFIX": prefix,
+        "KAFKA_TOPIC_PREFIX": prefix,
         "SANDBOX_STEP_DELAY_MS": "100",
         "LOG_LEVEL": "INFO",
         "OUTBOX_POLL_INTERVAL_S": "1.0",
     }
     if os.environ.get("KETANMU_KEEP_E2E_DB") != "1":  # keep it to debug a failure
         await drop_database(database)
+        await delete_namespace(prefix)
 
 
 @pytest.fixture(scope="session")
 def system(e2e_env: dict[str, str]) -> Iterator[System]:
-    run_dir = ROOT / ".local" / "e2e" / e2e_env["KAFKA_GROUP_PREFIX"].strip("-")
-    system = System(ports=dict(E2E_PORTS), env=e2e_env, run_dir=run_dir, python=sys.executable)
+    run_dir = ROOT / ".local" / "e2e" / e2e_env["KAFKA_TOPIC_PREFIX"].strip(".")
+    ports = free_ports(["sandbox", *SERVICES])
+    system = System(ports=ports, env=e2e_env, run_dir=run_dir, python=sys.executable)
     try:
         system.start_all(timeout_s=90)
         yield system

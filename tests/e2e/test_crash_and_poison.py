@@ -26,7 +26,7 @@ BATCH = 24
 @pytest.mark.parametrize("victim", ["courier", "intake"])
 async def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(system: System, victim: str) -> None:
     rng = random.Random()
-    start = await end_offsets(topics.LIFECYCLE_TOPICS)
+    start = await end_offsets([system.topic(t) for t in topics.LIFECYCLE_TOPICS])
     bodies = [flow.applicant_body(rng) for _ in range(BATCH)]
     async with httpx.AsyncClient(timeout=10) as http:
 
@@ -64,9 +64,10 @@ async def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(system: S
     records = await read_topics(start)
     facts: dict[tuple[str, str], set[uuid.UUID]] = defaultdict(set)
     for record in records:
-        event = parse_event(record.topic, record.value)
+        topic = record.topic.removeprefix(system.topic(""))
+        event = parse_event(topic, record.value)
         if str(event.request_id) in ids:
-            facts[(str(event.request_id), record.topic)].add(event.event_id)
+            facts[(str(event.request_id), topic)].add(event.event_id)
     for rid in ids:
         for topic in topics.LIFECYCLE_TOPICS:
             assert len(facts[(rid, topic)]) == 1, (rid, topic, facts[(rid, topic)])
@@ -78,11 +79,11 @@ async def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(system: S
 
 
 async def test_unparseable_messages_are_dead_lettered_and_partitions_keep_flowing(system: System) -> None:
-    tps = await partitions([topics.DOCUMENT_PRINTED])
-    dlq_start = await end_offsets(["dlq.courier", "dlq.intake", "dlq.notify"])
+    tps = await partitions([system.topic(topics.DOCUMENT_PRINTED)])
+    dlq_start = await end_offsets([system.topic(f"dlq.{s}") for s in ("courier", "intake", "notify")])
     marker = f"poison-{uuid.uuid4().hex[:8]}".encode()
     for tp in tps:  # one on every partition, so every later request passes behind one
-        await produce(topics.DOCUMENT_PRINTED, b"\x00garbage " + marker, key=marker, partition=tp.partition)
+        await produce(tp.topic, b"\x00garbage " + marker, key=marker, partition=tp.partition)
     rng = random.Random()
     async with httpx.AsyncClient(timeout=10) as http:
         ids = []
@@ -93,7 +94,7 @@ async def test_unparseable_messages_are_dead_lettered_and_partitions_keep_flowin
         await flow.wait_delivered(http, system, ids, timeout_s=60)
 
     for service in ("courier", "intake", "notify"):
-        topic = f"dlq.{service}"
+        topic = system.topic(f"dlq.{service}")
         for _ in range(50):
             dead = await read_topics({tp: o for tp, o in dlq_start.items() if tp.topic == topic}, key=marker)
             if len(dead) == len(tps):

@@ -4,7 +4,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.infra import create_database, drop_database, dsn_for
+import uuid
+
+from tests.support.infra import (
+    create_database,
+    create_namespace,
+    delete_namespace,
+    drop_database,
+    dsn_for,
+)
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +21,12 @@ async def database(infra: None) -> AsyncIterator[str]:
     name = await create_database("ketanmu_it")
     yield dsn_for(name)
     await drop_database(name)
+
+
+@pytest.fixture(scope="session")
+async def ns(infra: None) -> AsyncIterator[str]:
+    """This run's own topics (prefix + the contract's names), deleted afterwards."""
+    prefix = f"it-{uuid.uuid4().hex[:8]}."
+    await create_namespace(prefix)
+    yield prefix
+    await delete_namespace(prefix)

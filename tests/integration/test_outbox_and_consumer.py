@@ -56,9 +56,11 @@ async def schema_pool(database: str) -> Any:
     await pool.close()
 
 
-async def test_relay_publishes_outbox_rows_in_order_with_headers(database: str, schema_pool: Any) -> None:
+async def test_relay_publishes_outbox_rows_in_order_with_headers(
+    database: str, schema_pool: Any, ns: str
+) -> None:
     schema, pool = schema_pool
-    start = await end_offsets([topics.DOCUMENT_PRINTED])
+    start = await end_offsets([ns + topics.DOCUMENT_PRINTED])
     request_id = uuid.uuid4()
     events = [printed(request_id, f"N-{i}") for i in range(30)]
     async with pool.acquire() as conn:
@@ -70,7 +72,8 @@ async def test_relay_publishes_outbox_rows_in_order_with_headers(database: str, 
             async with conn.transaction():
                 await add_event(conn, printed(request_id, "never"), schema)
                 raise RuntimeError("business change failed")
-    relay = OutboxRelay(dsn=database, schema=schema, bootstrap_servers=KAFKA, batch_size=7)
+    relay = OutboxRelay(dsn=database, schema=schema, bootstrap_servers=KAFKA, batch_size=7,
+                        topic_prefix=ns)
     await relay.start()
     try:
         await wait_until(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"))
@@ -86,7 +89,7 @@ async def test_relay_publishes_outbox_rows_in_order_with_headers(database: str, 
 
 
 async def _run_consumer(
-    pool: asyncpg.Pool, group: str, handler: Any, service: str = "t"
+    pool: asyncpg.Pool, group: str, handler: Any, ns: str, service: str = "t"
 ) -> tuple[KafkaBroker, EventConsumer]:
     broker = KafkaBroker(KAFKA, allow_auto_create_topics=False)
     consumer = EventConsumer(
@@ -95,18 +98,19 @@ async def _run_consumer(
         pool_provider=lambda: pool,
         handlers={topics.DOCUMENT_PRINTED: handler},
         batch_timeout_ms=20,
+        topic_prefix=ns,
     )
     consumer.attach(broker)
     await broker.start()
     return broker, consumer
 
 
-async def test_offsets_committed_only_after_the_effect_is_durable(schema_pool: Any) -> None:
+async def test_offsets_committed_only_after_the_effect_is_durable(schema_pool: Any, ns: str) -> None:
     """While the database fails, the offset stays; after a crash the event is redelivered and
     applied once; the offset moves only when the effect is committed."""
     schema, pool = schema_pool
     group = f"it-ack-{uuid.uuid4().hex[:6]}"
-    await seed_group_at_end(group, [topics.DOCUMENT_PRINTED])
+    await seed_group_at_end(group, [ns + topics.DOCUMENT_PRINTED])
     request_id = uuid.uuid4()
     event = printed(request_id, "A-1")
     failures = {"left": 3}
@@ -121,12 +125,12 @@ async def test_offsets_committed_only_after_the_effect_is_durable(schema_pool: A
             raise ConnectionError("database unreachable (simulated)")
         await conn.execute("INSERT INTO effects VALUES ($1, $2)", ev.event_id, ev.data.document_number)
 
-    before = await end_offsets([topics.DOCUMENT_PRINTED])
-    await produce(topics.DOCUMENT_PRINTED, event.model_dump_json().encode(), key=str(request_id).encode())
-    after = await end_offsets([topics.DOCUMENT_PRINTED])
+    before = await end_offsets([ns + topics.DOCUMENT_PRINTED])
+    await produce(ns + topics.DOCUMENT_PRINTED, event.model_dump_json().encode(), key=str(request_id).encode())
+    after = await end_offsets([ns + topics.DOCUMENT_PRINTED])
     (tp,) = [tp for tp in after if after[tp] != before[tp]]
 
-    broker, consumer = await _run_consumer(pool, group, flaky)
+    broker, consumer = await _run_consumer(pool, group, flaky, ns)
     try:
         await wait_until(lambda: _true(calls["n"] >= 2))
         # the effect failed so far: nothing may be committed past the message
@@ -137,8 +141,8 @@ async def test_offsets_committed_only_after_the_effect_is_durable(schema_pool: A
         await broker.stop()
 
     # a second delivery of the same event (a redelivery after a crash) has no second effect
-    await produce(topics.DOCUMENT_PRINTED, event.model_dump_json().encode(), key=str(request_id).encode())
-    broker, consumer = await _run_consumer(pool, group, flaky)
+    await produce(ns + topics.DOCUMENT_PRINTED, event.model_dump_json().encode(), key=str(request_id).encode())
+    broker, consumer = await _run_consumer(pool, group, flaky, ns)
     try:
         await wait_until(lambda: _true(consumer.stats.duplicates >= 1))
     finally:
@@ -147,11 +151,11 @@ async def test_offsets_committed_only_after_the_effect_is_durable(schema_pool: A
     assert await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", event.event_id) == 1
 
 
-async def test_crash_before_commit_redelivers(schema_pool: Any) -> None:
+async def test_crash_before_commit_redelivers(schema_pool: Any, ns: str) -> None:
     """A consumer that dies while applying (no ack) leaves the offset; the next one applies it."""
     schema, pool = schema_pool
     group = f"it-crash-{uuid.uuid4().hex[:6]}"
-    await seed_group_at_end(group, [topics.DOCUMENT_PRINTED])
+    await seed_group_at_end(group, [ns + topics.DOCUMENT_PRINTED])
     event = printed(uuid.uuid4(), "C-1")
     started = asyncio.Event()
 
@@ -164,15 +168,15 @@ async def test_crash_before_commit_redelivers(schema_pool: Any) -> None:
         if ev.event_id == event.event_id:
             await conn.execute("INSERT INTO effects VALUES ($1, $2)", ev.event_id, "C-1")
 
-    await produce(topics.DOCUMENT_PRINTED, event.model_dump_json().encode(), key=b"crash")
-    broker, _ = await _run_consumer(pool, group, hangs)
+    await produce(ns + topics.DOCUMENT_PRINTED, event.model_dump_json().encode(), key=b"crash")
+    broker, _ = await _run_consumer(pool, group, hangs, ns)
     await asyncio.wait_for(started.wait(), 20)
     # "crash": the consumer is torn down mid-handler without acknowledging
     for sub in broker.subscribers:
         for task in getattr(sub, "tasks", []):
             task.cancel()
     await broker.stop()
-    broker, _ = await _run_consumer(pool, group, applies)
+    broker, _ = await _run_consumer(pool, group, applies, ns)
     try:
         await wait_until(lambda: pool.fetchval("SELECT count(*) = 1 FROM effects WHERE number = 'C-1'"))
     finally:
@@ -180,12 +184,12 @@ async def test_crash_before_commit_redelivers(schema_pool: Any) -> None:
 
 
 async def test_poison_messages_are_dead_lettered_and_the_partition_keeps_flowing(
-    database: str, schema_pool: Any
+    database: str, schema_pool: Any, ns: str
 ) -> None:
     schema, pool = schema_pool
     group = f"it-dlq-{uuid.uuid4().hex[:6]}"
-    await seed_group_at_end(group, [topics.DOCUMENT_PRINTED])
-    dlq_start = await end_offsets(["dlq.printing"])
+    await seed_group_at_end(group, [ns + topics.DOCUMENT_PRINTED])
+    dlq_start = await end_offsets([ns + "dlq.printing"])
     good = printed(uuid.uuid4(), "G-1")
     rejected = printed(uuid.uuid4(), "R-1")
 
@@ -195,15 +199,16 @@ async def test_poison_messages_are_dead_lettered_and_the_partition_keeps_flowing
         await conn.execute("INSERT INTO effects VALUES ($1, $2)", ev.event_id, ev.data.document_number)
 
     key = b"same-key-same-partition"
-    await produce(topics.DOCUMENT_PRINTED, b"{not json", key=key)
-    await produce(topics.DOCUMENT_PRINTED, b'{"event_type": "document-printed"}', key=key,
+    await produce(ns + topics.DOCUMENT_PRINTED, b"{not json", key=key)
+    await produce(ns + topics.DOCUMENT_PRINTED, b'{"event_type": "document-printed"}', key=key,
                   headers=[("bad-header", b"\xff\xfe")])
-    await produce(topics.DOCUMENT_PRINTED, rejected.model_dump_json().encode(), key=key)
-    await produce(topics.DOCUMENT_PRINTED, good.model_dump_json().encode(), key=key)
+    await produce(ns + topics.DOCUMENT_PRINTED, rejected.model_dump_json().encode(), key=key)
+    await produce(ns + topics.DOCUMENT_PRINTED, good.model_dump_json().encode(), key=key)
 
     broker = KafkaBroker(KAFKA, allow_auto_create_topics=False)
     consumer = EventConsumer(service="printing", group_id=group, pool_provider=lambda: pool,
-                             handlers={topics.DOCUMENT_PRINTED: handler}, batch_timeout_ms=20)
+                             handlers={topics.DOCUMENT_PRINTED: handler}, batch_timeout_ms=20,
+                             topic_prefix=ns)
     consumer.attach(broker)
     await broker.start()
     try:
@@ -221,7 +226,7 @@ async def test_poison_messages_are_dead_lettered_and_the_partition_keeps_flowing
     # dead letters leave through the outbox, to the service's dead-letter topic
     outbox = await pool.fetch("SELECT topic, headers FROM outbox ORDER BY id")
     assert [r["topic"] for r in outbox] == ["dlq.printing"] * 3
-    relay = OutboxRelay(dsn=database, schema=schema, bootstrap_servers=KAFKA)
+    relay = OutboxRelay(dsn=database, schema=schema, bootstrap_servers=KAFKA, topic_prefix=ns)
     await relay.start()
     try:
         await wait_until(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"))
@@ -230,7 +235,7 @@ async def test_poison_messages_are_dead_lettered_and_the_partition_keeps_flowing
     dead = await read_topics(dlq_start, key=key)
     assert [r.value for r in dead][0] == b"{not json"
     first = dict(dead[0].headers)
-    assert first["dlq-original-topic"] == b"document-printed"
+    assert first["dlq-original-topic"] == b"document-printed"  # the contract's name
     assert first["dlq-consumer"] == group.encode()
     assert first["dlq-reason"].startswith(b"invalid event:")
     assert len(dead) == 3

@@ -46,6 +46,26 @@ async def drop_database(name: str) -> None:
         await conn.close()
 
 
+async def create_namespace(prefix: str) -> None:
+    """Every topic of the contract under ``prefix`` (a test run's own namespace)."""
+    from shared.kafka.admin import create_topics
+
+    await create_topics(KAFKA, 6, prefix=prefix)
+
+
+async def delete_namespace(prefix: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
 async def partitions(topics: Iterable[str]) -> list[TopicPartition]:
     producer = AIOKafkaProducer(bootstrap_servers=KAFKA)
     await producer.start()

@@ -154,22 +154,19 @@ class PosPartner:
             self._token = None
 
     async def _authorized(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Call with the bearer token; on 401 fetch a new token and try exactly once more."""
-        for attempt in (1, 2):
-            token = await self._access_token()
-            response = await send(
-                self._http,
-                POS,
-                method,
-                self._base_url + path,
-                self._timeout_s,
-                headers={"Authorization": f"Bearer {token}"},
-                **kwargs,
-            )
-            if response.status_code != 401 or attempt == 2:
-                return response
+        """Call with the bearer token; on 401 fetch a new token and try exactly once more
+        (Pos may revoke a token before its announced expiry, e.g. on key rotation)."""
+        token = await self._access_token()
+        response = await self._send_with(token, method, path, **kwargs)
+        if response.status_code == 401:
             self._forget_token(token)
-        raise AssertionError("unreachable")
+            response = await self._send_with(await self._access_token(), method, path, **kwargs)
+        return response
+
+    async def _send_with(self, token: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        url = self._base_url + path
+        return await send(self._http, POS, method, url, self._timeout_s, headers=headers, **kwargs)
 
     # --- orders -------------------------------------------------------------------------------
 
