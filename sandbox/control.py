@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field, StrictInt
 
 from sandbox.settings import CodOrder
-from sandbox.state import FactKind, FaultMode, FaultTarget
+from sandbox.state import FactKind, FaultMode, FaultTarget, Shipment
 from sandbox.whatsapp import messages_since, parse_since
 from sandbox.world import World
 
@@ -53,6 +53,7 @@ async def health(request: Request) -> dict[str, Any]:
         "shipments": len(world.state.shipments),
         "messages": len(world.state.messages),
         "pending_callbacks": world.pending_callbacks,
+        "playing": world.playing,
         "config": vars(world.config),
     }
 
@@ -86,7 +87,7 @@ async def shipments(
     return {"count": len(found), "shipments": found}
 
 
-def _shipment(request: Request, waybill: str) -> Any:
+def _shipment(request: Request, waybill: str) -> Shipment:
     shipment = _world(request).state.shipments.get(waybill)
     if shipment is None:
         raise HTTPException(404, f"no shipment {waybill}")
@@ -95,7 +96,7 @@ def _shipment(request: Request, waybill: str) -> Any:
 
 @router.get("/shipments/{waybill}")
 async def shipment(request: Request, waybill: str) -> dict[str, Any]:
-    return dict(_shipment(request, waybill).to_json())
+    return _shipment(request, waybill).to_json()
 
 
 @router.post("/shipments/{waybill}/callbacks")

@@ -82,6 +82,11 @@ class World:
         return self._client
 
     @property
+    def playing(self) -> int:
+        """Shipments whose life is still being played (waiting for a step or a delivery)."""
+        return len(self._tasks)
+
+    @property
     def pending_callbacks(self) -> int:
         return sum(not c.delivered for s in self.state.shipments.values() for c in s.callbacks)
 

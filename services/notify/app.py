@@ -11,7 +11,7 @@ from shared.runtime import Runtime, ServiceSpec, create_app
 
 from . import api, events, sender
 from .settings import NotifySettings
-from .whatsapp import WhatsAppClient
+from shared.whatsapp.client import WhatsAppClient
 
 
 async def _start(rt: Runtime) -> None:

@@ -27,7 +27,7 @@ from shared.logging import get_logger
 from shared.privacy import mask_phone
 
 from .templates import TEMPLATES, context, params_for, render
-from .whatsapp import WhatsAppClient, WhatsAppError
+from shared.whatsapp.client import WhatsAppClient, WhatsAppError
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime

@@ -203,20 +203,26 @@ def test_topics_runs_the_topic_tool_once_after_kafka_is_healthy(
     assert command[:4] == ["python", "-m", "shared.kafka.admin", "create-topics"]
 
     # Run the tool's own CLI on the compose arguments, with the broker calls recorded instead.
-    calls: list[tuple[str, str, int]] = []
+    calls: list[tuple[Any, ...]] = []
 
-    async def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> None:
-        calls.append(("wait", bootstrap, int(timeout_s)))
+    async def wait_for_broker(bootstrap: str, *args: Any, **kwargs: Any) -> None:
+        calls.append(("wait", bootstrap))
 
-    async def create_topics(bootstrap: str, partitions: int) -> list[str]:
-        calls.append(("create", bootstrap, partitions))
+    async def create_topics(
+        bootstrap: str, partitions: int, *args: Any, **kwargs: Any
+    ) -> list[str]:
+        calls.append(("create", bootstrap, partitions, kwargs.get("prefix", "")))
         return []
 
+    # As in the container: no test-run variables in the environment.
+    for var in ("KAFKA_TOPIC_PREFIX", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC_PARTITIONS"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(admin, "wait_for_broker", wait_for_broker)
     monkeypatch.setattr(admin, "create_topics", create_topics)
     assert admin.main(command[3:]) == 0
-    assert calls[0][:2] == ("wait", "kafka:9092")
-    assert calls[1] == ("create", "kafka:9092", 6)
+    assert calls[0] == ("wait", "kafka:9092")
+    # Production topics are named exactly as the contract says: no test-run prefix.
+    assert calls[1] == ("create", "kafka:9092", 6, "")
 
     assert str(topics.get("restart", "no")) == "no", "a one-shot must not be restarted"
     assert "healthcheck" not in topics
@@ -300,7 +306,10 @@ def test_service_environment(
     pg = _env(services["postgres"])
     assert env["HTTP_HOST"] == "0.0.0.0"
     assert env["HTTP_PORT"] == str(port)
-    assert _settings_class(settings_path)().http_port == port, "compose and settings disagree"
+    default_port = _settings_class(settings_path).model_fields["http_port"].default
+    assert default_port == port, "compose and the service's settings disagree on the port"
+    # Test-run namespaces stay empty in a deployment (topics and groups named as in the contract).
+    assert not env.get("KAFKA_TOPIC_PREFIX") and not env.get("KAFKA_GROUP_PREFIX")
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     url = urlparse(env["DATABASE_URL"])
     assert url.scheme in ("postgresql", "postgres")
@@ -353,8 +362,9 @@ def test_partners_are_the_sandbox(services: dict[str, dict[str, Any]]) -> None:
     }
     sandbox_port = int(sandbox["SANDBOX_PORT"])
     local_defaults = {
-        **_settings_class(SERVICES["courier"][1])().model_dump(),
-        **_settings_class(SERVICES["notify"][1])().model_dump(),
+        name: field.default
+        for path in (SERVICES["courier"][1], SERVICES["notify"][1])
+        for name, field in _settings_class(path).model_fields.items()
     }
     for key, value in urls.items():
         url = urlparse(value)

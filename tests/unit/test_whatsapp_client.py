@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from sandbox.settings import SandboxSettings
 from sandbox.testing import SANDBOX_BASE_URL, in_process_sandbox
-from services.notify.whatsapp import (
+from shared.whatsapp.client import (
     WhatsAppClient,
     WhatsAppError,
     parse_status_callback,
