@@ -23,6 +23,7 @@ router = APIRouter(prefix="/jnt/api/order", tags=["J&T Express"])
 
 CODE_MISSING = "145003001"
 CODE_BAD_ACCOUNT = "145003050"
+CODE_BAD_CUSTOMER = "145003051"
 CODE_BAD_DIGEST = "145003052"
 CODE_STALE = "145003053"
 CODE_BAD_COD = "145003060"
@@ -88,8 +89,8 @@ async def add_order(request: Request) -> JSONResponse:
     order_ref, customer = content.get("txlogisticId"), content.get("customerCode")
     if not isinstance(order_ref, str) or not order_ref:
         return _refuse(CODE_MISSING, "txlogisticId is required")
-    if not isinstance(customer, str) or not customer:
-        return _refuse(CODE_MISSING, "customerCode is required")
+    if customer != world.settings.jnt_customer_code:
+        return _refuse(CODE_BAD_CUSTOMER, "customerCode does not belong to this apiAccount")
     receiver = content.get("receiver")
     if not isinstance(receiver, dict):
         return _refuse(CODE_MISSING, "receiver is required")

@@ -92,7 +92,11 @@ async def sandbox() -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
 
 
 def jnt(client: httpx.AsyncClient, **kw: object) -> JntPartner:
-    args: dict[str, object] = {"api_account": S.jnt_api_account, "private_key": S.jnt_private_key}
+    args: dict[str, object] = {
+        "api_account": S.jnt_api_account,
+        "private_key": S.jnt_private_key,
+        "customer_code": S.jnt_customer_code,
+    }
     args |= kw
     return JntPartner(client, JNT_URL, timeout_s=2.0, **args)  # type: ignore[arg-type]
 
@@ -201,7 +205,11 @@ async def test_jnt_booking_is_idempotent_on_order_ref(
 
 @pytest.mark.parametrize(
     ("kw", "code"),
-    [({"private_key": "wrong"}, "145003052"), ({"api_account": "someone"}, "145003050")],
+    [
+        ({"private_key": "wrong"}, "145003052"),
+        ({"api_account": "someone"}, "145003050"),
+        ({"customer_code": "OTHER"}, "145003051"),
+    ],
 )
 async def test_jnt_wrong_credentials_are_permanent(
     sandbox: tuple[FastAPI, httpx.AsyncClient], kw: dict[str, str], code: str

@@ -44,7 +44,9 @@ def partner_for(
     name: str, client: httpx.AsyncClient, s: SandboxSettings
 ) -> JntPartner | PosPartner:
     if name == "jnt":
-        return JntPartner(client, f"{SANDBOX_BASE_URL}/jnt", s.jnt_api_account, s.jnt_private_key)
+        url = f"{SANDBOX_BASE_URL}/jnt"
+        account, key = s.jnt_api_account, s.jnt_private_key
+        return JntPartner(client, url, account, key, customer_code=s.jnt_customer_code)
     return PosPartner(
         client,
         f"{SANDBOX_BASE_URL}/pos",
