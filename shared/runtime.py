@@ -96,7 +96,9 @@ class Runtime:
             self.broker = KafkaBroker(
                 s.kafka_bootstrap_servers,
                 allow_auto_create_topics=False,
-                logger=logging.getLogger("faststream"),
+                # our logger propagates to the structlog handler (JSON, masked) at WARNING and up;
+                # FastStream's own "faststream" logger has a coloured handler of its own
+                logger=logging.getLogger("ketanmu.broker"),
                 log_level=logging.DEBUG,  # no per-message framework logging in production
                 graceful_timeout=10.0,
             )
