@@ -224,6 +224,7 @@ def test_topics_runs_the_topic_tool_once_after_kafka_is_healthy(
     # Production topics are named exactly as the contract says: no test-run prefix.
     assert calls[1] == ("create", "kafka:9092", 6, "")
 
+    assert not _env(topics).get("KAFKA_TOPIC_PREFIX")
     assert str(topics.get("restart", "no")) == "no", "a one-shot must not be restarted"
     assert "healthcheck" not in topics
     assert topics["depends_on"] == {"kafka": {"condition": "service_healthy"}}
