@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, Field, StrictInt
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field, StrictInt, model_validator
 
+from sandbox.scripts import SCENARIOS, Step
 from sandbox.settings import CodOrder
+from sandbox.settlement import settlement_csv
 from sandbox.state import FactKind, FaultMode, FaultTarget, Shipment
 from sandbox.whatsapp import messages_since, parse_since
 from sandbox.world import World
@@ -26,6 +30,23 @@ class CallbackOrder(BaseModel):
     duplicate: bool = False  # send the very same callback (same event id) twice
     bad_signature: bool = False
     stale_timestamp: bool = False  # signed 10 minutes ago: outside the 5-minute window
+    occurred_at: datetime | None = None  # when the fact happened (default: now)
+
+
+class ScriptOrder(BaseModel):
+    """The life to play for ``order_ref``'s shipment: a named scenario or explicit steps."""
+
+    order_ref: str = Field(min_length=1)
+    scenario: str | None = None
+    steps: list[Step] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ScriptOrder:
+        if (self.scenario is None) == (self.steps is None):
+            raise ValueError("give a scenario or steps")
+        if self.scenario is not None and self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario; known: {sorted(SCENARIOS)}")
+        return self
 
 
 class FaultOrder(BaseModel):
@@ -111,6 +132,7 @@ async def send_callback(request: Request, waybill: str, order: CallbackOrder) ->
         documents_collected=order.documents_collected,
         reason=order.reason,
         applies=not (order.bad_signature or order.stale_timestamp),
+        occurred_at=order.occurred_at,
     )
     answers = []
     for _ in range(2 if order.duplicate else 1):
@@ -119,6 +141,49 @@ async def send_callback(request: Request, waybill: str, order: CallbackOrder) ->
         )
         answers.append(answer.to_json())
     return {"callback": fact.record.to_json(), "answers": answers, "answer": answers[-1]}
+
+
+@router.get("/scenarios")
+async def scenarios() -> dict[str, Any]:
+    return {
+        "scenarios": {
+            name: [step.model_dump(exclude_defaults=True) for step in steps]
+            for name, steps in SCENARIOS.items()
+        }
+    }
+
+
+@router.post("/scripts", status_code=201)
+async def add_script(request: Request, order: ScriptOrder) -> dict[str, Any]:
+    """Play this life for the order's shipment once booked (at once if it is booked already)."""
+    steps = SCENARIOS[order.scenario] if order.scenario else order.steps or []
+    shipment = _world(request).script(order.order_ref, steps, order.scenario)
+    return {
+        "order_ref": order.order_ref,
+        "scenario": order.scenario,
+        "steps": [step.model_dump(exclude_defaults=True, mode="json") for step in steps],
+        "waybill": shipment.waybill if shipment else None,
+    }
+
+
+@router.get("/scripts")
+async def list_scripts(request: Request) -> dict[str, Any]:
+    scripts = _world(request).state.scripts
+    return {
+        "scripts": [
+            {"order_ref": ref, "scenario": name, "steps": len(steps)}
+            for ref, (name, steps) in scripts.items()
+        ]
+    }
+
+
+@router.get("/settlements/{partner}", response_class=PlainTextResponse)
+async def settlement(
+    request: Request, partner: Literal["jnt", "pos"], day: Annotated[date, Query(alias="date")]
+) -> PlainTextResponse:
+    """The partner's COD settlement file (CSV) for one day (WIB)."""
+    body = settlement_csv(_world(request).state, partner, day)
+    return PlainTextResponse(body, media_type="text/csv; charset=utf-8")
 
 
 @router.post("/faults")

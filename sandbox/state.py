@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-FaultMode = Literal["ok", "error", "timeout"]
+FaultMode = Literal["ok", "error", "timeout", "refuse"]
 FaultTarget = Literal["jnt", "pos", "whatsapp"]
 # What can happen to a shipment. The sandbox keeps its own copy of the partners' vocabulary and
 # wire formats instead of importing the adapters', so a mistake in an adapter is caught by the
@@ -37,8 +37,9 @@ class CallbackRecord:
     event_id: str
     kind: str
     occurred_at: datetime
-    source: Literal["autoplay", "manual"]
+    source: Literal["autoplay", "manual", "script"]
     cod_amount: int | None = None
+    applies: bool = True  # False: forged or stale, the partner never reported this fact
     attempts: int = 0
     delivered: bool = False
     last_status: int | None = None
@@ -52,12 +53,29 @@ class CallbackRecord:
             "occurred_at": rfc3339(self.occurred_at),
             "source": self.source,
             "cod_amount": self.cod_amount,
+            "applies": self.applies,
             "attempts": self.attempts,
             "delivered": self.delivered,
             "last_status": self.last_status,
             "last_error": self.last_error,
             "delivered_at": rfc3339(self.delivered_at),
         }
+
+
+@dataclass
+class ScriptProgress:
+    """How far a scripted life has got (``sandbox/scripts.py``)."""
+
+    name: str | None
+    steps: int
+    played: int = 0
+    finished: bool = False
+    # what the courier service answered to the sends that are not retried (forged, duplicates)
+    answers: list[int | None] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "steps": self.steps, "played": self.played,
+                "finished": self.finished, "answers": self.answers}
 
 
 @dataclass
@@ -71,6 +89,7 @@ class Shipment:
     booking: dict[str, Any]  # what the partner received, as received
     status: str = "booked"  # booked | cancelled | then the kind of the latest fact played
     callbacks: list[CallbackRecord] = field(default_factory=list)
+    script: ScriptProgress | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -82,6 +101,7 @@ class Shipment:
             "booked_at": rfc3339(self.booked_at),
             "callbacks_sent": len(self.callbacks),
             "callbacks_delivered": sum(c.delivered for c in self.callbacks),
+            "script": self.script.to_json() if self.script else None,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -111,6 +131,8 @@ class State:
     messages: list[dict[str, Any]] = field(default_factory=list)  # WhatsApp, in arrival order
     pos_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
     faults: dict[str, Fault] = field(default_factory=dict)
+    # order ref -> (scenario name, steps): lives to play instead of autoplay when booked
+    scripts: dict[str, tuple[str | None, list[Any]]] = field(default_factory=dict)
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:

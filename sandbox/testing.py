@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
@@ -97,3 +100,57 @@ class ScriptedCourier:
 
     def accepted(self) -> list[CourierCall]:
         return [c for c in self.calls if c.status is not None and 200 <= c.status < 300]
+
+
+class SandboxControl:
+    """The sandbox's control API (``/sandbox/...``) for tests and demos against a running sandbox."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str) -> None:
+        self.http = http
+        self.base = base_url.rstrip("/") + "/sandbox"
+
+    async def script(
+        self, order_ref: str, scenario: str | None = None, steps: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"order_ref": order_ref}
+        body |= {"scenario": scenario} if scenario else {"steps": steps}
+        r = await self.http.post(f"{self.base}/scripts", json=body)
+        r.raise_for_status()
+        return dict(r.json())
+
+    async def fault(self, target: str, mode: str, seconds: float | None = None) -> None:
+        r = await self.http.post(
+            f"{self.base}/faults", json={"target": target, "mode": mode, "seconds": seconds}
+        )
+        r.raise_for_status()
+
+    async def shipments(self, **filters: str) -> list[dict[str, Any]]:
+        r = await self.http.get(f"{self.base}/shipments", params=filters)
+        r.raise_for_status()
+        return list(r.json()["shipments"])
+
+    async def shipment(self, waybill: str) -> dict[str, Any]:
+        r = await self.http.get(f"{self.base}/shipments/{waybill}")
+        r.raise_for_status()
+        return dict(r.json())
+
+    async def callback(self, waybill: str, **order: Any) -> dict[str, Any]:
+        r = await self.http.post(f"{self.base}/shipments/{waybill}/callbacks", json=order)
+        r.raise_for_status()
+        return dict(r.json())
+
+    async def settlement(self, partner: str, day: str) -> str:
+        r = await self.http.get(f"{self.base}/settlements/{partner}", params={"date": day})
+        r.raise_for_status()
+        return r.text
+
+    async def wait_script_finished(self, order_ref: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """The booked shipment of ``order_ref`` once its scripted life has been played."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = await self.shipments(order_ref=order_ref)
+            if found and found[0]["script"] and found[0]["script"]["finished"]:
+                return found[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"script for {order_ref} not played: {found}")
+            await asyncio.sleep(0.2)

@@ -13,13 +13,15 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
 
 from sandbox.callbacks import CallbackFact, occurred, signed_request
+from sandbox.scripts import Step
 from sandbox.settings import CodOrder, SandboxSettings
-from sandbox.state import CallbackRecord, FactKind, Shipment, State, utc_now
+from sandbox.state import CallbackRecord, FactKind, ScriptProgress, Shipment, State, utc_now
 
 _ANSWER_PREVIEW_CHARS = 2000
 
@@ -120,9 +122,25 @@ class World:
         )
         self.state.shipments[waybill] = shipment
         self.state.orders[(partner, order_ref)] = waybill
-        if self.config.autoplay:
+        scripted = self.state.scripts.get(order_ref)
+        if scripted is not None:
+            self._spawn(self.play_script(shipment, scripted[1], scripted[0]))
+        elif self.config.autoplay:
             self._spawn(self.play(shipment))
         return shipment, True
+
+    def script(self, order_ref: str, steps: list[Step], name: str | None) -> Shipment | None:
+        """Play ``steps`` as the life of ``order_ref``'s shipment: now when it is booked already
+        (returned), otherwise once it is."""
+        self.state.scripts[order_ref] = (name, steps)
+        booked = [
+            self.state.shipments[w]
+            for (_, ref), w in self.state.orders.items()
+            if ref == order_ref
+        ]
+        for shipment in booked:
+            self._spawn(self.play_script(shipment, steps, name))
+        return booked[0] if booked else None
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
@@ -150,17 +168,47 @@ class World:
             fact = self.record_fact(shipment, kind, "autoplay")
             await self.deliver(shipment, fact)
 
+    async def play_script(self, shipment: Shipment, steps: list[Step], name: str | None) -> None:
+        """The steps one after another; each regular callback is delivered (with retries) before
+        the next fact happens, a forged or stale one is sent once."""
+        progress = shipment.script = ScriptProgress(name, len(steps))
+        for step in steps:
+            delay = self.config.step_delay_ms if step.delay_ms is None else step.delay_ms
+            await asyncio.sleep(delay / 1000)
+            if shipment.status == "cancelled":
+                return
+            at = step.occurred_at
+            if step.occurred_offset_s is not None:
+                at = utc_now() + timedelta(seconds=step.occurred_offset_s)
+            fact = self.record_fact(
+                shipment, step.kind, "script", cod_amount=step.cod_amount,
+                received_by=step.received_by, documents_collected=step.documents_collected,
+                reason=step.reason, applies=not step.forged, occurred_at=at,
+            )
+            if step.forged:
+                answer = await self.post_once(
+                    shipment, fact, bad_signature=step.bad_signature, stale=step.stale_timestamp
+                )
+                progress.answers.append(answer.status_code)
+            else:
+                await self.deliver(shipment, fact)
+                if step.duplicate:
+                    progress.answers.append((await self.post_once(shipment, fact)).status_code)
+            progress.played += 1
+        progress.finished = True
+
     def record_fact(
         self,
         shipment: Shipment,
         kind: FactKind,
-        source: Literal["autoplay", "manual"],
+        source: Literal["autoplay", "manual", "script"],
         *,
         cod_amount: int | None = None,
         received_by: str | None = None,
         documents_collected: bool | None = None,
         reason: str | None = None,
         applies: bool = True,
+        occurred_at: datetime | None = None,
     ) -> CallbackFact:
         """A new fact about ``shipment``; ``applies=False`` for a forged one (bad signature), which
         is sent but does not change what the partner knows about the shipment."""
@@ -174,9 +222,10 @@ class World:
         record = CallbackRecord(
             event_id=self.state.token(8),
             kind=kind,
-            occurred_at=occurred(utc_now()),
+            occurred_at=occurred(occurred_at or utc_now()),
             source=source,
             cod_amount=cod_amount,
+            applies=applies,
         )
         shipment.callbacks.append(record)
         if applies and kind != "cod_collected":

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from shared.runtime import Runtime, ServiceSpec, create_app
 
-from . import api, booking, events, webhooks
+from . import api, booking, cod, events, originals, service_levels, webhooks
 from .partners import Address, Sender, build_partners
 from .settings import CourierSettings
 
@@ -44,7 +44,8 @@ async def _start(rt: Runtime) -> None:
             ),
         ),
     )
-    rt.waker("booking")
+    for name in rt.extras["partners"]:
+        rt.waker(f"booking:{name}")
 
 
 async def _stop(rt: Runtime) -> None:
@@ -56,7 +57,7 @@ def build(settings: CourierSettings | None = None) -> FastAPI:
     spec = ServiceSpec(
         name="courier",
         migrations=Path(__file__).parent / "migrations",
-        routers=[webhooks.router, api.router],
+        routers=[webhooks.router, api.router, cod.router, originals.router, service_levels.router],
         handlers=lambda rt: events.handlers(),
         background=[booking.booking_worker],
         on_start=_start,

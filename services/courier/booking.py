@@ -1,9 +1,16 @@
 """The booking worker: books every ``to_book`` shipment with its partner, COD = the shipping fee.
 
-Rows are claimed for a while (``booking_claimed_until``) so several instances share the work and a
-crash only delays a booking. Partners deduplicate on our order reference (the request id), so a
-booking retried after a crash or timeout never creates a second shipment. A partner that is down
-gets its bookings retried with backoff; the other partner's bookings go on meanwhile.
+One loop per partner, each with its own concurrency and breaker (``domain.PartnerBreaker``), so a
+partner that is down or hangs never holds up the other's bookings. Rows are claimed for a while
+(``booking_claimed_until``) so several instances share the work and a crash only delays a booking.
+Partners deduplicate on our order reference (the request id), so a booking retried after a crash or
+a timeout never creates a second shipment.
+
+Failures: a transient one (timeout, 5xx, 429) is retried with backoff until the booking has waited
+``booking_give_up_after_h`` since it became bookable; a refusal, or that deadline, parks the
+shipment as ``booking_failed`` with the reason, for ops to fix and retry
+(``POST /shipments/{id}/retry-booking``). While a partner's breaker is open its bookings wait
+untouched (one probe at a time); when the partner answers again they all go at once.
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -18,22 +28,30 @@ import asyncpg
 from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.logging import get_logger
 
-from .domain import booking_backoff
+from .domain import PartnerBreaker, booking_backoff, booking_given_up
 from .partners import Address, BookingRequest, CourierPartner, PartnerError
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
 
+    from .settings import CourierSettings
+
 log = get_logger(__name__)
 
 _CLAIM = """
-UPDATE shipments SET booking_claimed_until = now() + make_interval(secs => $2)
+UPDATE shipments SET booking_claimed_until = now() + make_interval(secs => $3)
 WHERE request_id IN (
     SELECT request_id FROM shipments
-    WHERE status = 'to_book' AND next_booking_at <= now()
+    WHERE status = 'to_book' AND partner = $1 AND next_booking_at <= now()
       AND (booking_claimed_until IS NULL OR booking_claimed_until < now())
-    ORDER BY next_booking_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+    ORDER BY next_booking_at LIMIT $2 FOR UPDATE SKIP LOCKED)
 RETURNING *
+"""
+
+# The partner is back: everything that waited for it goes now, not at its backed-off time.
+_RELEASE_BACKLOG = """
+UPDATE shipments SET next_booking_at = now()
+WHERE status = 'to_book' AND partner = $1 AND next_booking_at > now()
 """
 
 DOCUMENT_LABELS = {
@@ -56,48 +74,94 @@ def booking_request(row: asyncpg.Record) -> BookingRequest:
     )
 
 
-async def booking_worker(rt: "Runtime") -> None:
-    wake = rt.waker("booking")
+def breakers_of(rt: Runtime) -> dict[str, PartnerBreaker]:
+    """One breaker per partner, shared by the worker and the ops view."""
+    s: CourierSettings = rt.settings  # type: ignore[assignment]
+    breakers: dict[str, PartnerBreaker] = rt.extras.setdefault("breakers", {})
+    for name in rt.extras["partners"]:
+        breakers.setdefault(
+            name,
+            PartnerBreaker(s.breaker_threshold, s.breaker_probe_start_s, s.breaker_probe_cap_s),
+        )
+    return breakers
+
+
+async def booking_worker(rt: Runtime) -> None:
     partners: dict[str, CourierPartner] = rt.extras["partners"]
-    limit = asyncio.Semaphore(rt.settings.booking_concurrency)
+    breakers = breakers_of(rt)
+    await asyncio.gather(
+        *(partner_loop(rt, partner, breakers[name]) for name, partner in partners.items())
+    )
+
+
+async def _nap(wake: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(wake.wait(), seconds)
+
+
+async def partner_loop(rt: Runtime, partner: CourierPartner, breaker: PartnerBreaker) -> None:
+    s: CourierSettings = rt.settings  # type: ignore[assignment]
+    wake = rt.waker(f"booking:{partner.name}")
     while True:
         wake.clear()
+        now = time.monotonic()
+        capacity = breaker.capacity(now, s.booking_concurrency)
+        if capacity == 0:
+            await _nap(wake, max(0.05, breaker.seconds_to_probe(now)))
+            continue
+        probe = breaker.state(now) == "half_open"
         try:
-            rows = await rt.pool.fetch(_CLAIM, rt.settings.booking_concurrency * 2, rt.settings.booking_claim_s)
+            rows = await rt.pool.fetch(_CLAIM, partner.name, capacity, s.booking_claim_s)
+            if not rows:
+                await _nap(wake, 1.0)
+                continue
+            results = await asyncio.gather(*(book_one(rt, partner, r) for r in rows))
+            await _update_breaker(rt, partner.name, breaker, results, probe)
         except TRANSIENT_DB_ERRORS as exc:
+            # a claim expires and its booking is retried; the partner dedupes on order_ref
             log.warning("booking worker cannot reach the database", error=repr(exc))
             await asyncio.sleep(1.0)
-            continue
-        if not rows:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), 1.0)
-            continue
-
-        async def book(row: asyncpg.Record) -> None:
-            async with limit:
-                await book_one(rt, partners[row["partner"]], row)
-
-        try:
-            await asyncio.gather(*(book(r) for r in rows))
-        except TRANSIENT_DB_ERRORS as exc:
-            # the claim expires and the booking is retried; the partner dedupes on order_ref
-            log.warning("booking result not stored, will retry", error=repr(exc))
-            await asyncio.sleep(1.0)
-        except Exception:  # noqa: BLE001 - a bug must not stop every future booking
-            log.exception("booking worker error")
+        except Exception:
+            log.exception("booking worker error", partner=partner.name)
             await asyncio.sleep(1.0)
 
 
-async def book_one(rt: "Runtime", partner: CourierPartner, row: asyncpg.Record) -> None:
+@dataclass(frozen=True)
+class Attempt:
+    partner_answered: bool  # booked or refused: the partner is up
+    error: str | None = None
+
+
+async def _update_breaker(
+    rt: Runtime, name: str, breaker: PartnerBreaker, results: list[Attempt], probe: bool
+) -> None:
+    recovered = False
+    for result in results:
+        if result.partner_answered:
+            recovered = breaker.record_success() or recovered
+        else:
+            was = breaker.state(time.monotonic())
+            breaker.record_failure(time.monotonic(), result.error or "", probe)
+            if was == "closed" and breaker.state(time.monotonic()) != "closed":
+                log.error("partner unavailable, bookings paused", partner=name,
+                          failures=breaker.failures, reason=breaker.last_error)
+    if recovered:
+        released = await rt.pool.execute(_RELEASE_BACKLOG, name)
+        log.info("partner available again, backlog released", partner=name, released=released)
+
+
+async def book_one(rt: Runtime, partner: CourierPartner, row: asyncpg.Record) -> Attempt:
+    s: CourierSettings = rt.settings  # type: ignore[assignment]
     request_id = row["request_id"]
+    attempts = row["booking_attempts"] + 1
     try:
         booking = await partner.book(booking_request(row))
     except PartnerError as exc:
-        attempts = row["booking_attempts"] + 1
-        if exc.transient:
-            delay = booking_backoff(
-                attempts, rt.settings.booking_retry_start_s, rt.settings.booking_retry_cap_s
-            )
+        now = datetime.now(UTC)
+        since = row["to_book_since"] or row["updated_at"]
+        give_up = timedelta(hours=s.booking_give_up_after_h)
+        if exc.transient and not booking_given_up(since, now, give_up):
+            delay = booking_backoff(attempts, s.booking_retry_start_s, s.booking_retry_cap_s)
             await rt.pool.execute(
                 "UPDATE shipments SET booking_attempts = $2, booking_error = $3,"
                 " next_booking_at = now() + make_interval(secs => $4),"
@@ -107,42 +171,40 @@ async def book_one(rt: "Runtime", partner: CourierPartner, row: asyncpg.Record) 
                 exc.reason,
                 delay,
             )
-            log.warning(
-                "booking failed, will retry",
-                request_id=str(request_id),
-                partner=partner.name,
-                attempts=attempts,
-                retry_in_s=delay,
-                reason=exc.reason,
-            )
-        else:
-            await rt.pool.execute(
-                "UPDATE shipments SET status = 'booking_failed', booking_attempts = $2,"
-                " booking_error = $3, booking_claimed_until = NULL, updated_at = now()"
-                " WHERE request_id = $1",
-                request_id,
-                attempts,
-                exc.reason,
-            )
-            log.error(
-                "partner refused the booking",
-                request_id=str(request_id),
-                partner=partner.name,
-                reason=exc.reason,
-            )
-        return
-    await rt.pool.execute(
+            log.warning("booking failed, will retry", request_id=str(request_id),
+                        partner=partner.name, attempts=attempts, retry_in_s=delay,
+                        reason=exc.reason)
+            return Attempt(False, exc.reason)
+        reason = exc.reason if not exc.transient else (
+            f"gave up after {s.booking_give_up_after_h:g} h of retries; last error: {exc.reason}"
+        )
+        await rt.pool.execute(
+            "UPDATE shipments SET status = 'booking_failed', booking_attempts = $2,"
+            " booking_error = $3, booking_claimed_until = NULL, updated_at = now()"
+            " WHERE request_id = $1",
+            request_id,
+            attempts,
+            reason,
+        )
+        log.error("booking failed, waiting for ops", request_id=str(request_id),
+                  partner=partner.name, reason=reason)
+        return Attempt(not exc.transient, exc.reason)
+    stored = await rt.pool.fetchval(
         "UPDATE shipments SET status = 'booked', waybill = $2, booked_at = now(),"
-        " booking_attempts = booking_attempts + 1, booking_error = NULL,"
+        " booking_attempts = $3, booking_error = NULL,"
         " booking_claimed_until = NULL, updated_at = now()"
-        " WHERE request_id = $1 AND status = 'to_book'",
+        " WHERE request_id = $1 AND status = 'to_book' RETURNING true",
         request_id,
         booking.waybill,
+        attempts,
     )
-    log.info(
-        "shipment booked",
-        request_id=str(request_id),
-        correlation_id=row["correlation_id"],
-        partner=partner.name,
-        waybill=booking.waybill,
-    )
+    if not stored:
+        # cancelled by ops while the booking was on its way: take it back at the partner too
+        log.warning("booked a shipment cancelled meanwhile; cancelling at the partner",
+                    request_id=str(request_id), partner=partner.name, waybill=booking.waybill)
+        with contextlib.suppress(PartnerError):
+            await partner.cancel(booking.waybill)
+        return Attempt(True)
+    log.info("shipment booked", request_id=str(request_id), correlation_id=row["correlation_id"],
+             partner=partner.name, waybill=booking.waybill, attempts=attempts)
+    return Attempt(True)

@@ -5,6 +5,7 @@ The two arrive on different topics in any order; the shipment becomes ``to_book`
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
@@ -19,13 +20,15 @@ async def note_registration(conn: asyncpg.Connection, event: Envelope[Any]) -> N
     await conn.execute(
         """
         INSERT INTO shipments (request_id, correlation_id, registered, partner, document_type,
-            recipient_name, recipient_phone, address, cod_fee, status)
-        VALUES ($1, $2, true, $3, $4, $5, $6, $7::jsonb, $8, 'awaiting_print')
+            recipient_name, recipient_phone, address, cod_fee, requirement_documents, status)
+        VALUES ($1, $2, true, $3, $4, $5, $6, $7::jsonb, $8, $9::jsonb, 'awaiting_print')
         ON CONFLICT (request_id) DO UPDATE SET
             registered = true, partner = $3, document_type = $4, recipient_name = $5,
-            recipient_phone = $6, address = $7::jsonb, cod_fee = $8,
+            recipient_phone = $6, address = $7::jsonb, cod_fee = $8, requirement_documents = $9,
             status = CASE WHEN shipments.status = 'awaiting_registration' THEN 'to_book'
                           ELSE shipments.status END,
+            to_book_since = CASE WHEN shipments.status = 'awaiting_registration' THEN now()
+                                 ELSE shipments.to_book_since END,
             next_booking_at = now(), updated_at = now()
         WHERE NOT shipments.registered
         """,
@@ -37,6 +40,7 @@ async def note_registration(conn: asyncpg.Connection, event: Envelope[Any]) -> N
         data.delivery.recipient_phone,
         data.delivery.address.model_dump_json(),
         data.cod_fee,
+        json.dumps(data.requirement_documents),
     )
 
 
@@ -50,6 +54,8 @@ async def note_printed(conn: asyncpg.Connection, event: Envelope[Any]) -> None:
             printed_at = $3, document_number = $4,
             status = CASE WHEN shipments.status = 'awaiting_print' THEN 'to_book'
                           ELSE shipments.status END,
+            to_book_since = CASE WHEN shipments.status = 'awaiting_print' THEN now()
+                                 ELSE shipments.to_book_since END,
             next_booking_at = now(), updated_at = now()
         WHERE shipments.printed_at IS NULL
         """,

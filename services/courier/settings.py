@@ -18,11 +18,28 @@ class CourierSettings(ServiceSettings):
     pos_webhook_secret: str = "pos-dev-webhook-secret"
     partner_timeout_s: float = 10.0
 
-    # Booking retries: backoff doubles from start to cap; ops see every failed attempt.
+    # Booking retries: backoff doubles from start to cap; ops see every failed attempt. Transient
+    # failures are retried until the booking has waited this long, then it waits for ops.
     booking_concurrency: int = 16
     booking_retry_start_s: float = 1.0
     booking_retry_cap_s: float = 300.0
     booking_claim_s: float = 60.0
+    booking_give_up_after_h: float = 48.0
+    # A partner is taken for down after this many transient failures in a row; its bookings then
+    # wait and one probe goes at intervals doubling from start to cap.
+    breaker_threshold: int = 3
+    breaker_probe_start_s: float = 1.0
+    breaker_probe_cap_s: float = 15.0
+
+    # Delivery is promised 2-4 days after the "ready" message (document-printed).
+    promise_min_days: float = 2.0
+    promise_max_days: float = 4.0
+    # The originals collected at the door are due at the office this many days after delivery.
+    originals_return_days: float = 7.0
+    # The office's days (reconciliation, reports): WIB +7, WITA +8, WIT +9.
+    office_utc_offset_hours: float = 7.0
+    # A settlement file larger than this is refused (a day of COD is a few hundred lines).
+    settlement_max_bytes: int = 5 * 1024 * 1024
 
     # The office the courier picks up from.
     office_name: str = "Dispendukcapil Kabupaten Mojokerto"

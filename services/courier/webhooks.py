@@ -1,9 +1,23 @@
-"""Partner webhooks: verified on the raw body, deduplicated, turned into events via the outbox."""
+"""Partner webhooks: verified on the raw body, deduplicated, turned into events via the outbox.
+
+One short transaction per callback: dedupe on the partner's event id, apply the state machine,
+write the events. Nothing waits on Kafka or on another HTTP call, so the partner gets its answer
+in milliseconds. Refusals (a clear 4xx, no event, nothing stored):
+
+- 401: bad or missing signature, timestamp outside the 5-minute window (a replay);
+- 400: a body that is not what the partner sends (not JSON / form, missing fields);
+- 413: a body over ``MAX_WEBHOOK_BODY_BYTES``, refused before it is read whole;
+- 404: an unknown partner, or a waybill we did not book. The transaction is rolled back, so when
+  the partner retries after our booking is stored, the callback is applied then.
+
+A callback sent again with the same event id is acknowledged (200) and only counted.
+"""
 
 from __future__ import annotations
 
+import json
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -23,7 +37,7 @@ from shared.http import Problem, problem_response
 from shared.logging import get_logger
 from shared.outbox import add_event
 
-from .domain import ShipmentState, apply_partner_event, cod_mismatch
+from .domain import ShipmentState, apply_partner_event, cod_mismatch, originals_after_delivery
 from .partners import JNT_ACK, PartnerEvent, WebhookRejected
 from .partners.base import MAX_WEBHOOK_BODY_BYTES
 
@@ -33,39 +47,75 @@ router = APIRouter(tags=["partner webhooks"])
 _ACK: dict[str, Any] = {"jnt": JNT_ACK, "pos": {"status": "ok"}}
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The raw body, refused as soon as it passes ``limit`` (a chunked body has no length)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @router.post("/webhooks/{partner}")
 async def partner_webhook(partner: str, request: Request) -> Any:
     rt = request.app.state.rt
     adapter = rt.extras["partners"].get(partner)
     if adapter is None:
         return problem_response(404, f"Unknown partner {partner!r}", "Known: pos, jnt")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_WEBHOOK_BODY_BYTES:
+    try:
+        raw = await read_capped(request, MAX_WEBHOOK_BODY_BYTES)
+    except BodyTooLarge:
+        log.warning("partner callback rejected", partner=partner, status=413, reason="too large")
         return problem_response(413, f"Body larger than {MAX_WEBHOOK_BODY_BYTES} bytes")
-    raw = await request.body()
     try:
         facts = adapter.parse_webhook(request.headers, raw, time.time())
     except WebhookRejected as exc:
-        log.warning("partner callback rejected", partner=partner, status=exc.status_code, reason=exc.reason)
+        log.warning("partner callback rejected", partner=partner, status=exc.status_code,
+                    reason=exc.reason)
         return problem_response(exc.status_code, exc.reason)
+    originals_days = timedelta(days=rt.settings.originals_return_days)
     async with rt.pool.acquire() as conn, conn.transaction():
         for fact in facts:
-            await apply_fact(conn, rt.schema, fact)
+            await apply_fact(conn, rt.schema, fact, originals_days)
     return JSONResponse(_ACK[partner])
 
 
-async def apply_fact(conn: asyncpg.Connection, schema: str, fact: PartnerEvent) -> None:
+async def apply_fact(
+    conn: asyncpg.Connection,
+    schema: str,
+    fact: PartnerEvent,
+    originals_days: timedelta = timedelta(days=7),
+) -> None:
     fresh = await conn.fetchval(
-        "INSERT INTO partner_callbacks (partner_event_id, partner, waybill, kind, occurred_at)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+        "INSERT INTO partner_callbacks (partner_event_id, partner, waybill, kind, occurred_at,"
+        " cod_amount, last_received_at) VALUES ($1, $2, $3, $4, $5, $6, now())"
+        " ON CONFLICT DO NOTHING RETURNING true",
         fact.partner_event_id,
         fact.partner,
         fact.waybill,
         fact.kind,
         fact.occurred_at,
+        fact.cod_amount,
     )
     if not fresh:
-        return  # the partner sent this callback before: already applied
+        # the partner sent this callback before: already applied; counted for reconciliation
+        await conn.execute(
+            "UPDATE partner_callbacks SET times_received = times_received + 1,"
+            " last_received_at = now() WHERE partner_event_id = $1",
+            fact.partner_event_id,
+        )
+        log.info("duplicate partner callback", partner=fact.partner, waybill=fact.waybill,
+                 partner_event_id=fact.partner_event_id)
+        return
     row = await conn.fetchrow(
         "SELECT * FROM shipments WHERE waybill = $1 AND partner = $2 FOR UPDATE",
         fact.waybill,
@@ -73,7 +123,14 @@ async def apply_fact(conn: asyncpg.Connection, schema: str, fact: PartnerEvent) 
     )
     if row is None:
         # 404 rolls the transaction back, so the partner's retry is applied once we know the waybill
+        log.warning("partner callback rejected", partner=fact.partner, status=404,
+                    reason="unknown waybill", waybill=fact.waybill)
         raise Problem(404, "Resi tidak dikenal / Unknown waybill", fact.waybill)
+    await conn.execute(
+        "UPDATE partner_callbacks SET request_id = $2 WHERE partner_event_id = $1",
+        fact.partner_event_id,
+        row["request_id"],
+    )
     state = ShipmentState(
         handed=row["handed"],
         cod_paid=row["cod_paid"],
@@ -83,7 +140,9 @@ async def apply_fact(conn: asyncpg.Connection, schema: str, fact: PartnerEvent) 
     )
     decision = apply_partner_event(state, fact.kind)
     anomalies = [a for a in (decision.anomaly,) if a]
-    if topics.COD_PAID in decision.emit:
+    if row["status"] == "cancelled":
+        anomalies.append(f"{fact.kind} reported for a shipment cancelled at the partner")
+    if fact.kind == "cod_collected":
         mismatch = cod_mismatch(row["cod_fee"], fact.cod_amount)
         if mismatch:
             anomalies.append(mismatch)
@@ -96,18 +155,58 @@ async def apply_fact(conn: asyncpg.Connection, schema: str, fact: PartnerEvent) 
         )
         log.warning("shipment anomaly", request_id=str(row["request_id"]), detail=detail)
     new = decision.state
+    await _store_state(conn, row, fact, new, topics.DELIVERED in decision.emit, originals_days)
+    for topic in decision.emit:
+        await add_event(
+            conn,
+            new_event(
+                topic,
+                request_id=row["request_id"],
+                correlation_id=row["correlation_id"],
+                causation_id=fact.partner_event_id,
+                producer="courier",
+                occurred_at=fact.occurred_at,
+                data=_payload(topic, row, fact, new),
+            ),
+            schema,
+        )
+
+
+async def _store_state(
+    conn: asyncpg.Connection,
+    row: asyncpg.Record,
+    fact: PartnerEvent,
+    new: ShipmentState,
+    delivered_now: bool,
+    originals_days: timedelta,
+) -> None:
     at: datetime = fact.occurred_at
+    kind = fact.kind
+    required = json.loads(row["requirement_documents"] or "[]")
+    originals = originals_after_delivery(fact.documents_collected) if required else "none"
     await conn.execute(
         """
         UPDATE shipments SET status = $2, handed = $3, cod_paid = $4, delivered = $5,
             returned = $6, failed_attempts = $7,
-            handed_at = CASE WHEN $3 AND handed_at IS NULL THEN $8 ELSE handed_at END,
+            -- a pickup scan that arrives late still tells when the courier took the parcel
+            handed_at = CASE WHEN $12 = 'picked_up' AND $3 THEN least(coalesce(handed_at, $8), $8)
+                             WHEN $3 AND handed_at IS NULL THEN $8 ELSE handed_at END,
             cod_paid_at = CASE WHEN $4 AND cod_paid_at IS NULL THEN $8 ELSE cod_paid_at END,
             cod_amount_collected = CASE WHEN $4 AND cod_amount_collected IS NULL THEN $9
                                         ELSE cod_amount_collected END,
             delivered_at = CASE WHEN $5 AND delivered_at IS NULL THEN $8 ELSE delivered_at END,
             received_by = coalesce(received_by, $10),
             documents_collected = coalesce(documents_collected, $11),
+            last_failure_reason = CASE WHEN $12 = 'delivery_failed' AND NOT $5 THEN $13
+                                       ELSE last_failure_reason END,
+            last_failed_at = CASE WHEN $12 = 'delivery_failed' AND NOT $5 THEN $8
+                                  ELSE last_failed_at END,
+            returned_at = CASE WHEN $6 AND returned_at IS NULL THEN $8 ELSE returned_at END,
+            return_reason = CASE WHEN $6 AND return_reason IS NULL THEN $13
+                                 ELSE return_reason END,
+            originals_status = CASE WHEN $14 THEN $15
+                                    WHEN $6 AND NOT $5 THEN 'none' ELSE originals_status END,
+            originals_due_at = CASE WHEN $14 THEN $8 + $16::interval ELSE originals_due_at END,
             updated_at = now()
         WHERE request_id = $1
         """,
@@ -119,30 +218,34 @@ async def apply_fact(conn: asyncpg.Connection, schema: str, fact: PartnerEvent) 
         new.returned,
         new.failed_attempts,
         at,
-        fact.cod_amount if fact.kind == "cod_collected" else None,
-        fact.received_by if fact.kind == "delivered" else None,
-        fact.documents_collected if fact.kind == "delivered" else None,
+        fact.cod_amount if kind == "cod_collected" else None,
+        fact.received_by if kind == "delivered" else None,
+        fact.documents_collected if kind == "delivered" else None,
+        kind,
+        fact.reason,
+        delivered_now,
+        originals,
+        originals_days,
     )
-    for topic in decision.emit:
-        await add_event(
-            conn,
-            new_event(
-                topic,
-                request_id=row["request_id"],
-                correlation_id=row["correlation_id"],
-                causation_id=fact.partner_event_id,
-                producer="courier",
-                occurred_at=at,
-                data=_payload(topic, row, fact, new),
-            ),
-            schema,
+    if delivered_now and originals != "none":
+        step = "collected_at_door" if originals == "with_courier" else originals
+        await conn.execute(
+            "INSERT INTO originals_custody (request_id, step, actor, detail, at)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            row["request_id"],
+            step,
+            f"kurir {fact.partner} (resi {fact.waybill})",
+            f"diterima oleh {fact.received_by}" if fact.received_by else None,
+            at,
         )
 
 
 def _payload(topic: str, row: asyncpg.Record, fact: PartnerEvent, state: ShipmentState) -> Any:
     partner, waybill, at = fact.partner, fact.waybill, fact.occurred_at
     if topic == topics.HANDED_TO_COURIER:
-        return HandedToCourier(partner=partner, waybill=waybill, cod_amount=row["cod_fee"], handed_at=at)
+        return HandedToCourier(
+            partner=partner, waybill=waybill, cod_amount=row["cod_fee"], handed_at=at
+        )
     if topic == topics.COD_PAID:
         amount = fact.cod_amount if fact.cod_amount is not None else row["cod_fee"]
         return CodPaid(partner=partner, waybill=waybill, amount=amount, paid_at=at)

@@ -1,9 +1,15 @@
-"""The operators' print queue: list, claim, mark printed, reject."""
+"""The operators' print queue: list, claim, release, mark printed, reject.
+
+Every action locks the job's row (``SELECT ... FOR UPDATE``) and decides from what it finds, so two
+operators racing for one job are served one after the other: the first wins, the second gets a 409
+that names the winner. Every action, refused ones too, is written to ``print_job_actions``.
+"""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -17,10 +23,22 @@ from shared.logging import get_logger
 from shared.outbox import add_event
 from shared.privacy import mask_nik
 
-from .domain import UnsupportedStateTransition, transition
+from .domain import (
+    REJECT_REASONS,
+    Claim,
+    ClaimedByAnother,
+    Outcome,
+    UnsupportedStateTransition,
+    decide,
+    rejection_text,
+)
+from .operators import operator_of
 
 log = get_logger(__name__)
 router = APIRouter(tags=["print queue"])
+
+Operator = Field(default=None, min_length=1, max_length=100)
+RejectCode = Literal[tuple(REJECT_REASONS)]  # type: ignore[valid-type]
 
 
 class _In(BaseModel):
@@ -28,20 +46,28 @@ class _In(BaseModel):
 
 
 class ClaimBody(_In):
-    operator: str = Field(min_length=1, max_length=100)
+    operator: str | None = Operator
 
 
 class PrintedBody(_In):
-    document_number: str = Field(min_length=1, max_length=64)
-    operator: str = Field(min_length=1, max_length=100)
+    document_number: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z./\-]+$")
+    operator: str | None = Operator
 
 
 class RejectBody(_In):
     reason: str = Field(min_length=3, max_length=500)
-    operator: str = Field(min_length=1, max_length=100)
+    reason_code: RejectCode | None = None  # type: ignore[valid-type]
+    operator: str | None = Operator
 
 
-def _job(row: asyncpg.Record) -> dict[str, Any]:
+def _ttl(request: Request) -> timedelta:
+    return timedelta(seconds=request.app.state.rt.settings.claim_ttl_s)
+
+
+def _job(row: asyncpg.Record, ttl: timedelta) -> dict[str, Any]:
+    claim = Claim(row["claimed_by"], row["claimed_at"])
+    claimed = row["status"] == "claimed"
+    expires = claim.expires_at(ttl) if claimed else None
     return {
         "request_id": str(row["request_id"]),
         "tracking_code": row["tracking_code"],
@@ -50,53 +76,88 @@ def _job(row: asyncpg.Record) -> dict[str, Any]:
         "applicant_nik": mask_nik(row["applicant_nik"]),
         "status": row["status"],
         "claimed_by": row["claimed_by"],
+        "claim_expires_at": expires.isoformat() if expires else None,
+        "claim_expired": bool(claimed and not claim.live(datetime.now(UTC), ttl)),
         "document_number": row["document_number"],
+        "operator": row["operator"],
         "registered_at": row["registered_at"].isoformat(),
         "printed_at": row["printed_at"].isoformat() if row["printed_at"] else None,
+        "reject_code": row["reject_code"],
         "reject_reason": row["reject_reason"],
     }
+
+
+ListStatus = Literal["queued", "claimed", "open", "printed", "rejected", "all"]
+_STATUSES: dict[str, list[str] | None] = {
+    "open": ["queued", "claimed"],  # what is still to be done
+    "all": None,
+}
 
 
 @router.get("/print-jobs")
 async def list_jobs(
     request: Request,
-    status: Literal["queued", "claimed", "printed", "rejected"] | None = "queued",
+    status: ListStatus = "queued",
     document_type: str | None = None,
+    claimed_by: str | None = None,
+    tracking_code: str | None = None,
+    registered_from: datetime | None = None,
+    registered_to: datetime | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
+    offset: int = Query(default=0, ge=0),
 ) -> Any:
-    rt = request.app.state.rt
-    rows = await rt.pool.fetch(
-        "SELECT * FROM print_jobs WHERE ($1::text IS NULL OR status = $1)"
-        " AND ($2::text IS NULL OR document_type = $2) ORDER BY registered_at LIMIT $3",
-        status,
+    """The queue, oldest registration first (first come, first served)."""
+    statuses = _STATUSES.get(status, [status])
+    rows = await request.app.state.rt.pool.fetch(
+        "SELECT * FROM print_jobs WHERE ($1::text[] IS NULL OR status = ANY($1))"
+        " AND ($2::text IS NULL OR document_type = $2)"
+        " AND ($3::text IS NULL OR claimed_by = $3)"
+        " AND ($4::text IS NULL OR tracking_code = $4)"
+        " AND ($5::timestamptz IS NULL OR registered_at >= $5)"
+        " AND ($6::timestamptz IS NULL OR registered_at < $6)"
+        " ORDER BY registered_at, request_id LIMIT $7 OFFSET $8",
+        statuses,
         document_type,
+        claimed_by,
+        tracking_code,
+        registered_from,
+        registered_to,
         limit,
+        offset,
     )
-    return {"jobs": [_job(r) for r in rows]}
+    ttl = _ttl(request)
+    return {"jobs": [_job(r, ttl) for r in rows], "limit": limit, "offset": offset}
 
 
 @router.get("/print-jobs/{request_id}")
 async def get_job(request_id: uuid.UUID, request: Request) -> Any:
-    row = await request.app.state.rt.pool.fetchrow(
-        "SELECT * FROM print_jobs WHERE request_id = $1", request_id
-    )
+    pool = request.app.state.rt.pool
+    row = await pool.fetchrow("SELECT * FROM print_jobs WHERE request_id = $1", request_id)
     if row is None:
         raise Problem(404, "Tugas cetak tidak ditemukan / Print job not found")
-    return _job(row)
+    actions = await pool.fetch(
+        "SELECT action, operator, outcome, detail, at FROM print_job_actions"
+        " WHERE request_id = $1 ORDER BY id",
+        request_id,
+    )
+    history = [{**dict(a), "at": a["at"].isoformat()} for a in actions]
+    return {**_job(row, _ttl(request)), "history": history}
 
 
-async def _locked_job(conn: asyncpg.Connection, request_id: uuid.UUID) -> asyncpg.Record:
-    row = await conn.fetchrow("SELECT * FROM print_jobs WHERE request_id = $1 FOR UPDATE", request_id)
-    if row is None:
-        raise Problem(
-            404,
-            "Tugas cetak tidak ditemukan / Print job not found",
-            "Permohonan belum masuk antrean cetak / the request is not in the print queue (yet)",
+# --- actions ------------------------------------------------------------------------------------
+
+Apply = Callable[[asyncpg.Connection, asyncpg.Record, Outcome], Awaitable[asyncpg.Record]]
+
+
+def _refusal(exc: Exception) -> Problem:
+    if isinstance(exc, ClaimedByAnother):
+        return Problem(
+            409,
+            "Sudah diambil operator lain / Already claimed by another operator",
+            f"Diambil oleh {exc.holder} sampai {exc.until.isoformat()}"
+            f" / claimed by {exc.holder} until {exc.until.isoformat()}",
         )
-    return row
-
-
-def _conflict(exc: UnsupportedStateTransition) -> Problem:
+    assert isinstance(exc, UnsupportedStateTransition)
     return Problem(
         409,
         "Status tugas cetak tidak mengizinkan ini / Not allowed in the job's state",
@@ -104,61 +165,107 @@ def _conflict(exc: UnsupportedStateTransition) -> Problem:
     )
 
 
+async def _act(
+    request: Request, request_id: uuid.UUID, action: str, operator: str, apply: Apply
+) -> dict[str, Any]:
+    """Lock the job, decide, apply, record the action; a refusal is recorded, then answered."""
+    ttl = _ttl(request)
+    problem: Problem | None = None
+    async with request.app.state.rt.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT * FROM print_jobs WHERE request_id = $1 FOR UPDATE", request_id
+        )
+        if row is None:
+            raise Problem(
+                404,
+                "Tugas cetak tidak ditemukan / Print job not found",
+                "Permohonan belum masuk antrean cetak / the request is not in the print queue (yet)",
+            )
+        claim = Claim(row["claimed_by"], row["claimed_at"])
+        outcome: Outcome | None = None
+        try:
+            outcome = decide(row["status"], claim, action, operator, datetime.now(UTC), ttl)
+            async with conn.transaction():  # a savepoint: a refused apply keeps the audit row
+                row = await apply(conn, row, outcome)
+        except (ClaimedByAnother, UnsupportedStateTransition) as exc:
+            problem = _refusal(exc)
+        except Problem as exc:
+            problem = exc
+        result = "refused" if problem or outcome is None else "done" if outcome.changed else "no_op"
+        await conn.execute(
+            "INSERT INTO print_job_actions (request_id, action, operator, outcome, detail)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            request_id,
+            action,
+            operator,
+            result,
+            problem.detail or problem.title if problem else None,
+        )
+    if problem:
+        raise problem
+    return _job(row, ttl)
+
+
 @router.post("/print-jobs/{request_id}/claim")
 async def claim_job(request_id: uuid.UUID, body: ClaimBody, request: Request) -> Any:
-    """Take a job so that no other operator prints it too."""
-    async with request.app.state.rt.pool.acquire() as conn, conn.transaction():
-        row = await _locked_job(conn, request_id)
-        if row["status"] == "claimed" and row["claimed_by"] != body.operator:
-            raise Problem(
-                409,
-                "Sudah diambil operator lain / Already claimed by another operator",
-                f"Diambil oleh {row['claimed_by']} / claimed by {row['claimed_by']}",
-            )
-        try:
-            transition(row["status"], "claim")
-        except UnsupportedStateTransition as exc:
-            raise _conflict(exc) from None
-        row = await conn.fetchrow(
+    """Take a job so that no other operator prints it too (claiming again renews the lease)."""
+    operator = operator_of(request, body.operator)
+
+    async def apply(conn: asyncpg.Connection, row: asyncpg.Record, _: Outcome) -> asyncpg.Record:
+        return await conn.fetchrow(
             "UPDATE print_jobs SET status = 'claimed', claimed_by = $2, claimed_at = now(),"
             " updated_at = now() WHERE request_id = $1 RETURNING *",
             request_id,
-            body.operator,
+            operator,
         )
-    return _job(row)
+
+    return await _act(request, request_id, "claim", operator, apply)
+
+
+@router.post("/print-jobs/{request_id}/release")
+async def release_job(request_id: uuid.UUID, body: ClaimBody, request: Request) -> Any:
+    """Give a claimed job back to the queue."""
+    operator = operator_of(request, body.operator)
+
+    async def apply(conn: asyncpg.Connection, row: asyncpg.Record, out: Outcome) -> asyncpg.Record:
+        if not out.changed:
+            return row
+        return await conn.fetchrow(
+            "UPDATE print_jobs SET status = 'queued', claimed_by = NULL, claimed_at = NULL,"
+            " updated_at = now() WHERE request_id = $1 RETURNING *",
+            request_id,
+        )
+
+    return await _act(request, request_id, "release", operator, apply)
 
 
 @router.post("/print-jobs/{request_id}/printed")
 async def mark_printed(request_id: uuid.UUID, body: PrintedBody, request: Request) -> Any:
+    """Record the printed document's number (unique) and tell the courier it is ready."""
     rt = request.app.state.rt
-    async with rt.pool.acquire() as conn, conn.transaction():
-        row = await _locked_job(conn, request_id)
-        if row["status"] == "claimed" and row["claimed_by"] != body.operator:
-            raise Problem(409, "Sudah diambil operator lain / Claimed by another operator")
-        try:
-            outcome = transition(row["status"], "print")
-        except UnsupportedStateTransition as exc:
-            raise _conflict(exc) from None
-        if not outcome.changed:
-            if row["document_number"] != body.document_number:
+    operator = operator_of(request, body.operator)
+
+    async def apply(conn: asyncpg.Connection, row: asyncpg.Record, out: Outcome) -> asyncpg.Record:
+        if not out.changed:
+            if row["document_number"] != body.document_number or row["operator"] != operator:
                 raise Problem(
                     409,
-                    "Sudah dicetak dengan nomor lain / Already printed with another number",
-                    f"Nomor dokumen {row['document_number']}",
+                    "Sudah dicetak / Already printed",
+                    f"Nomor dokumen {row['document_number']}, oleh {row['operator']}"
+                    f" / number {row['document_number']}, by {row['operator']}",
                 )
-            return _job(row)
+            return row  # the same mark sent again: a no-op
         printed_at = datetime.now(UTC)
         try:
-            async with conn.transaction():
-                row = await conn.fetchrow(
-                    "UPDATE print_jobs SET status = 'printed', document_number = $2,"
-                    " printed_at = $3, operator = $4, updated_at = now()"
-                    " WHERE request_id = $1 RETURNING *",
-                    request_id,
-                    body.document_number,
-                    printed_at,
-                    body.operator,
-                )
+            row = await conn.fetchrow(
+                "UPDATE print_jobs SET status = 'printed', document_number = $2, printed_at = $3,"
+                " operator = $4, claimed_by = $4, claimed_at = coalesce(claimed_at, $3),"
+                " updated_at = now() WHERE request_id = $1 RETURNING *",
+                request_id,
+                body.document_number,
+                printed_at,
+                operator,
+            )
         except asyncpg.UniqueViolationError:
             raise Problem(
                 409,
@@ -175,33 +282,35 @@ async def mark_printed(request_id: uuid.UUID, body: PrintedBody, request: Reques
                 producer="printing",
                 occurred_at=printed_at,
                 data=DocumentPrinted(
-                    document_number=body.document_number, printed_at=printed_at, operator=body.operator
+                    document_number=body.document_number, printed_at=printed_at, operator=operator
                 ),
             ),
             rt.schema,
         )
-    log.info("document printed", request_id=str(request_id), correlation_id=row["correlation_id"])
-    return _job(row)
+        log.info("document printed", request_id=str(request_id), operator=operator)
+        return row
+
+    return await _act(request, request_id, "print", operator, apply)
 
 
 @router.post("/print-jobs/{request_id}/reject")
 async def reject_job(request_id: uuid.UUID, body: RejectBody, request: Request) -> Any:
+    """Send the request back (missing or wrong requirement...): the applicant is told why."""
     rt = request.app.state.rt
-    async with rt.pool.acquire() as conn, conn.transaction():
-        row = await _locked_job(conn, request_id)
-        try:
-            outcome = transition(row["status"], "reject")
-        except UnsupportedStateTransition as exc:
-            raise _conflict(exc) from None
-        if not outcome.changed:
-            return _job(row)
+    operator = operator_of(request, body.operator)
+
+    async def apply(conn: asyncpg.Connection, row: asyncpg.Record, out: Outcome) -> asyncpg.Record:
+        if not out.changed:
+            return row
         now = datetime.now(UTC)
         row = await conn.fetchrow(
-            "UPDATE print_jobs SET status = 'rejected', reject_reason = $2, operator = $3,"
-            " updated_at = now() WHERE request_id = $1 RETURNING *",
+            "UPDATE print_jobs SET status = 'rejected', reject_code = $2, reject_reason = $3,"
+            " operator = $4, rejected_at = $5, updated_at = now() WHERE request_id = $1 RETURNING *",
             request_id,
+            body.reason_code,
             body.reason,
-            body.operator,
+            operator,
+            now,
         )
         await add_event(
             conn,
@@ -212,8 +321,20 @@ async def reject_job(request_id: uuid.UUID, body: RejectBody, request: Request) 
                 causation_id=request_id_of(request),
                 producer="printing",
                 occurred_at=now,
-                data=RequestRejected(reason=body.reason, rejected_at=now, operator=body.operator),
+                data=RequestRejected(
+                    reason=rejection_text(body.reason_code, body.reason),
+                    rejected_at=now,
+                    operator=operator,
+                ),
             ),
             rt.schema,
         )
-    return _job(row)
+        return row
+
+    return await _act(request, request_id, "reject", operator, apply)
+
+
+@router.get("/reject-reasons")
+async def reject_reasons() -> Any:
+    """The categories an operator picks from; ``label`` is what the applicant reads."""
+    return {"reasons": [{"code": c, "label": label} for c, label in REJECT_REASONS.items()]}

@@ -6,14 +6,18 @@ import itertools
 
 import pytest
 
-from services.courier.domain import ShipmentState, apply_partner_event, booking_backoff, cod_mismatch
+from services.courier.domain import (
+    ShipmentState,
+    apply_partner_event,
+    booking_backoff,
+    cod_mismatch,
+)
 from services.intake.domain import InvalidPhone, apply_event, normalize_phone
 from services.notify.templates import TEMPLATES, context, params_for, render
 from services.printing.domain import UnsupportedStateTransition, transition
 from shared.contracts import topics
 from shared.contracts.money import format_rupiah
 from shared.privacy import mask_nik, mask_phone, mask_text
-
 
 # ---- intake: the status the applicant sees -------------------------------------------------
 
@@ -73,6 +77,8 @@ def test_print_job_transitions() -> None:
         transition("rejected", "print")
     with pytest.raises(UnsupportedStateTransition):
         transition("printed", "reject")
+    assert transition("claimed", "release").state == "queued"
+    assert not transition("queued", "release").changed
 
 
 # ---- courier: the shipment's state machine -------------------------------------------------
@@ -96,10 +102,10 @@ def test_cod_and_delivery_in_either_order_complete_the_shipment(ending: list[str
 
 
 def test_duplicate_callbacks_emit_nothing_more() -> None:
-    state, emitted, _ = run(["picked_up", "picked_up", "in_transit", "delivered", "delivered",
-                             "cod_collected", "cod_collected"])
+    state, emitted, anomalies = run(["picked_up", "picked_up", "in_transit", "delivered",
+                                     "delivered", "cod_collected"])
     assert state.status == "completed"
-    assert len(emitted) == 3
+    assert len(emitted) == 3 and anomalies == []
 
 
 def test_delivery_before_any_pickup_scan_implies_the_handover() -> None:
@@ -119,11 +125,34 @@ def test_failed_attempts_then_redelivery_or_return() -> None:
 
 
 def test_late_facts_are_anomalies_not_crashes() -> None:
-    state, emitted, anomalies = run(["picked_up", "delivered", "cod_collected", "delivery_failed", "returned"])
+    state, _, anomalies = run(["picked_up", "delivered", "cod_collected", "delivery_failed", "returned"])
     assert state.status == "completed"
     assert anomalies == ["delivery failure reported after delivery", "return reported after delivery"]
     _, _, anomalies = run(["picked_up", "returned", "delivered"])
     assert anomalies == ["delivered after the shipment was returned to the office"]
+
+
+def test_a_return_reported_twice_returns_once() -> None:
+    state, emitted, anomalies = run(["picked_up", "returned", "returned"])
+    assert emitted.count(topics.RETURNED_TO_OFFICE) == 1 and anomalies == []
+    assert state.status == "returned_to_office"
+
+
+def test_facts_after_a_return_are_anomalies() -> None:
+    state, emitted, anomalies = run(["picked_up", "returned", "delivery_failed", "cod_collected"])
+    assert emitted == [topics.HANDED_TO_COURIER, topics.RETURNED_TO_OFFICE]
+    assert anomalies == ["delivery_failed after the shipment was returned to the office",
+                         "cod_collected after the shipment was returned to the office"]
+    assert state.failed_attempts == 0
+
+
+def test_money_reported_twice_or_before_a_return_is_flagged() -> None:
+    _, emitted, anomalies = run(["picked_up", "cod_collected", "cod_collected"])
+    assert emitted.count(topics.COD_PAID) == 1
+    assert anomalies == ["COD reported again after it was collected"]
+    state, _, anomalies = run(["picked_up", "cod_collected", "returned"])
+    assert state.status == "returned_to_office"
+    assert anomalies == ["returned although COD was reported collected"]
 
 
 def test_cod_amount_other_than_the_fee_is_flagged() -> None:

@@ -308,3 +308,100 @@ async def test_bad_signature_callback_is_rejected_by_the_adapter() -> None:
         await client.post(url, json={"kind": "delivered", "bad_signature": True})
         with pytest.raises(WebhookRejected):
             events_of(courier.calls, partner)
+
+
+# --- scripted lives, settlement files ------------------------------------------------------------
+
+
+def verifying(partner: JntPartner | PosPartner) -> Callable[[httpx.Request, int], int]:
+    """A courier stand-in that checks signatures like the real one: 401 for a forged callback."""
+
+    def answer(request: httpx.Request, _: int) -> int:
+        try:
+            partner.parse_webhook(dict(request.headers), request.content, time.time())
+        except WebhookRejected as exc:
+            return exc.status_code
+        return 200
+
+    return answer
+
+
+@pytest.mark.parametrize("partner_name", ["jnt", "pos"])
+async def test_a_script_registered_before_booking_plays_instead_of_autoplay(
+    partner_name: str,
+) -> None:
+    settings = SandboxSettings(**FAST)
+    courier = ScriptedCourier()
+    async with in_process_sandbox(settings, courier.transport) as (app, client):
+        partner = partner_for(partner_name, client, settings)
+        courier.script = verifying(partner)
+        steps = [
+            {"kind": "delivered", "occurred_offset_s": -60, "received_by": "Ibu Sari"},
+            {"kind": "delivered", "bad_signature": True},
+            {"kind": "cod_collected", "cod_amount": 25_000, "duplicate": True},
+            {"kind": "picked_up", "occurred_offset_s": -3600},
+            {"kind": "delivery_failed", "stale_timestamp": True},
+        ]
+        r = await client.post("/sandbox/scripts", json={"order_ref": "s1", "steps": steps})
+        assert r.status_code == 201 and r.json()["waybill"] is None
+        waybill = (await partner.book(booking("s1"))).waybill
+        shipment = world_of(app).state.shipments[waybill]
+        await wait_until(lambda: shipment.script is not None and shipment.script.finished)
+        summary = (await client.get("/sandbox/shipments", params={"order_ref": "s1"})).json()
+    assert summary["shipments"][0]["script"]["answers"] == [401, 200, 401]
+    assert [c.status for c in courier.calls] == [200, 401, 200, 200, 200, 401]  # no retries
+    events = [e for c in courier.calls if c.status == 200
+              for e in partner.parse_webhook(c.headers, c.body, time.time())]
+    assert [e.kind for e in events] == ["delivered", "cod_collected", "cod_collected", "picked_up"]
+    assert events[1].partner_event_id == events[2].partner_event_id  # the duplicate
+    assert events[1].cod_amount == 25_000 and events[0].received_by == "Ibu Sari"
+    assert events[3].occurred_at < events[0].occurred_at  # arrived last, happened first
+    assert [c.applies for c in shipment.callbacks] == [True, False, True, True, False]
+
+
+async def test_a_script_for_a_booked_shipment_plays_at_once_and_scenarios_are_listed() -> None:
+    courier = ScriptedCourier()
+    settings = SandboxSettings(**(FAST | {"autoplay": False}))
+    async with in_process_sandbox(settings, courier.transport) as (app, client):
+        waybill = (await partner_for("pos", client, settings).book(booking("b1"))).waybill
+        r = await client.post("/sandbox/scripts",
+                              json={"order_ref": "b1", "scenario": "failed_then_returned"})
+        assert r.json()["waybill"] == waybill
+        shipment = world_of(app).state.shipments[waybill]
+        await wait_until(lambda: shipment.script is not None and shipment.script.finished)
+        assert [c.kind for c in shipment.callbacks] == ["picked_up", "delivery_failed", "returned"]
+        listed = (await client.get("/sandbox/scenarios")).json()["scenarios"]
+        assert {"out_of_order", "wrong_cod_amount", "duplicate_callbacks"} <= set(listed)
+        bad = await client.post("/sandbox/scripts", json={"order_ref": "x", "scenario": "nope"})
+        assert bad.status_code == 422
+        both = await client.post("/sandbox/scripts",
+                                 json={"order_ref": "x", "scenario": "no_cod", "steps": []})
+        assert both.status_code == 422
+
+
+async def test_settlement_file_lists_each_collection_of_the_day_once() -> None:
+    courier = ScriptedCourier()
+    settings = SandboxSettings(autoplay=False)
+    day, other_day = "2024-05-01T13:00:00+07:00", "2024-05-02T01:00:00+07:00"
+    async with in_process_sandbox(settings, courier.transport) as (_, client):
+        jnt = partner_for("jnt", client, settings)
+        first = (await jnt.book(booking("p1"))).waybill
+        second = (await jnt.book(booking("p2"))).waybill
+        cb = "/sandbox/shipments/{}/callbacks"
+        await client.post(cb.format(first), json={"kind": "cod_collected", "duplicate": True,
+                                                  "occurred_at": day})
+        await client.post(cb.format(second), json={"kind": "cod_collected", "cod_amount": 25_000,
+                                                   "occurred_at": day})
+        await client.post(cb.format(second), json={"kind": "cod_collected", "bad_signature": True,
+                                                   "occurred_at": day})
+        await client.post(cb.format(second), json={"kind": "cod_collected",
+                                                   "occurred_at": other_day})
+        text = (await client.get("/sandbox/settlements/jnt", params={"date": "2024-05-01"})).text
+        pos_text = (await client.get("/sandbox/settlements/pos",
+                                     params={"date": "2024-05-01"})).text
+    assert text.splitlines() == [
+        "billCode,txlogisticId,codValue,payTime",
+        f"{first},p1,20000,2024-05-01 13:00:00",
+        f"{second},p2,25000,2024-05-01 13:00:00",
+    ]
+    assert pos_text.splitlines() == ["awb,orderid,codvalue,paid_at"]

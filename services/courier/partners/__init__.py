@@ -13,6 +13,7 @@ from services.courier.partners.base import (
     PartnerError,
     PartnerEvent,
     Sender,
+    SettlementFormat,
     WebhookRejected,
 )
 from services.courier.partners.jnt import JNT, JNT_ACK, JntPartner, jnt_refusal
@@ -32,6 +33,7 @@ __all__ = [
     "PartnerEvent",
     "PosPartner",
     "Sender",
+    "SettlementFormat",
     "WebhookRejected",
     "build_partners",
     "jnt_refusal",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Literal, Protocol
 
 # A callback bigger than this is not a tracking update; refuse it before parsing.
@@ -106,8 +106,24 @@ class PartnerEvent:
     reason: str | None = None  # on delivery_failed / returned
 
 
+@dataclass(frozen=True)
+class SettlementFormat:
+    """The columns of a partner's COD settlement file (CSV) that reconciliation reads.
+
+    No partner publishes its format; these are mappings, changed with the contract, not code.
+    ``time_format`` None means RFC 3339; ``timezone`` is for times written without an offset.
+    """
+
+    waybill: str
+    amount: str
+    paid_at: str | None = None
+    time_format: str | None = None
+    timezone: tzinfo | None = None
+
+
 class CourierPartner(Protocol):
     name: str
+    settlement_format: SettlementFormat
 
     async def book(self, request: BookingRequest) -> Booking: ...
 

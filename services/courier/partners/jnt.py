@@ -32,6 +32,7 @@ from services.courier.partners.base import (
     PartnerError,
     PartnerEvent,
     Sender,
+    SettlementFormat,
     WebhookRejected,
     check_body_size,
     header,
@@ -111,8 +112,13 @@ def order_biz_content(request: BookingRequest, customer_code: str, sender: Sende
     return json.dumps(content, ensure_ascii=False, separators=(",", ":"))
 
 
+# J&T's COD settlement (remittance) export: one line per collected waybill, times in WIB.
+JNT_SETTLEMENT = SettlementFormat("billCode", "codValue", "payTime", JNT_TIME_FORMAT, WIB)
+
+
 class JntPartner:
     name = JNT
+    settlement_format = JNT_SETTLEMENT
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ from services.courier.partners.base import (
     PartnerError,
     PartnerEvent,
     Sender,
+    SettlementFormat,
     WebhookRejected,
     check_body_size,
     header,
@@ -86,8 +87,13 @@ def order_body(request: BookingRequest, sender: Sender | None) -> dict[str, Any]
     return body
 
 
+# Pos's COD settlement export: one line per collected AWB, RFC 3339 times.
+POS_SETTLEMENT = SettlementFormat("awb", "codvalue", "paid_at")
+
+
 class PosPartner:
     name = POS
+    settlement_format = POS_SETTLEMENT
 
     def __init__(
         self,
