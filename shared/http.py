@@ -1,8 +1,14 @@
-"""HTTP plumbing every service's API uses: problem+json errors, request context, health."""
+"""HTTP plumbing every service's API uses: problem+json errors, request context, body guard.
+
+Every error answer is ``application/problem+json`` (RFC 9457) with a title in Bahasa Indonesia and
+English, and for invalid fields an ``errors`` list naming each field and why.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -13,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.logging import get_logger
+from shared.privacy import mask_text
 
 log = get_logger(__name__)
 
@@ -29,6 +36,7 @@ class Problem(Exception):
         detail: str = "",
         errors: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(title)
         self.status = status
@@ -36,6 +44,8 @@ class Problem(Exception):
         self.detail = detail
         self.errors = errors or []
         self.headers = headers
+        # RFC 9457 extension members, e.g. {"code": "daily_quota_full", "next_available_date": ...}
+        self.extra = dict(extra or {})
 
 
 def problem_response(
@@ -44,24 +54,93 @@ def problem_response(
     detail: str = "",
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     if errors:
         body["errors"] = errors
+    for key, value in (extra or {}).items():
+        body.setdefault(key, value)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+# Titles of the errors the framework raises itself (unknown path, wrong method...), bilingual.
+HTTP_TITLES: dict[int, str] = {
+    400: "Permintaan tidak sah / Bad request",
+    401: "Perlu autentikasi / Authentication required",
+    403: "Tidak diizinkan / Forbidden",
+    404: "Tidak ditemukan / Not found",
+    405: "Metode tidak diizinkan / Method not allowed",
+    406: "Format jawaban tidak tersedia / Not acceptable",
+    413: "Data terlalu besar / Body too large",
+    415: "Jenis konten tidak didukung / Unsupported content type",
+}
+
+# Pydantic error types -> "Bahasa Indonesia / English", {ctx} filled from the error's context.
+_FIELD_MESSAGES: dict[str, str] = {
+    "missing": "wajib diisi / required",
+    "extra_forbidden": "kolom tidak dikenal / unknown field",
+    "string_type": "harus berupa teks / must be a string",
+    "string_too_short": "terlalu pendek (minimal {min_length} karakter)"
+    " / too short (at least {min_length} characters)",
+    "string_too_long": "terlalu panjang (maksimal {max_length} karakter)"
+    " / too long (at most {max_length} characters)",
+    "too_short": "terlalu pendek (minimal {min_length}) / too short (at least {min_length})",
+    "too_long": "terlalu panjang (maksimal {max_length}) / too long (at most {max_length})",
+    "string_pattern_mismatch": "format tidak sah / wrong format",
+    "literal_error": "harus salah satu dari {expected} / must be one of {expected}",
+    "enum": "harus salah satu dari {expected} / must be one of {expected}",
+    "dict_type": "harus berupa objek JSON / must be a JSON object",
+    "model_type": "harus berupa objek JSON / must be a JSON object",
+    "model_attributes_type": "harus berupa objek JSON / must be a JSON object",
+    "list_type": "harus berupa daftar / must be a list",
+    "uuid_parsing": "bukan UUID yang sah / not a valid UUID",
+    "uuid_type": "bukan UUID yang sah / not a valid UUID",
+    "int_parsing": "harus bilangan bulat / must be an integer",
+    "int_type": "harus bilangan bulat / must be an integer",
+    "int_from_float": "harus bilangan bulat / must be an integer",
+    "bool_parsing": "harus true atau false / must be true or false",
+    "bool_type": "harus true atau false / must be true or false",
+    "date_parsing": "tanggal harus berformat YYYY-MM-DD / date must be YYYY-MM-DD",
+    "date_from_datetime_parsing": "tanggal harus berformat YYYY-MM-DD / date must be YYYY-MM-DD",
+    "date_type": "tanggal harus berformat YYYY-MM-DD / date must be YYYY-MM-DD",
+    "greater_than_equal": "minimal {ge} / must be at least {ge}",
+    "less_than_equal": "maksimal {le} / must be at most {le}",
+}
+
+
+def field_message(err: Mapping[str, Any]) -> str:
+    """One pydantic error as a bilingual message; never echoes the rejected input."""
+    kind = str(err.get("type", ""))
+    ctx = err.get("ctx") or {}
+    if kind in ("value_error", "assertion_error"):
+        # our own validators raise bilingual messages ("... / ..."); pydantic prefixes them
+        text = str(ctx.get("error", "")) or str(err.get("msg", ""))
+        return text.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    template = _FIELD_MESSAGES.get(kind)
+    if template is None:
+        return f"tidak valid / {err.get('msg', 'invalid')}"
+    try:
+        # pydantic lists choices as "'a', 'b' or 'c'": the "or" would be English in both halves
+        return template.format(**{k: str(v).replace(" or ", ", ") for k, v in ctx.items()})
+    except (KeyError, IndexError):
+        return template.split("{")[0].strip() or kind
 
 
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
+    # a field name is the caller's own text (an unknown key): masked like any other answer
+    return mask_text(".".join(parts)[:200]) or "body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status, exc.title, exc.detail, exc.errors, exc.headers)
+        return problem_response(
+            exc.status, exc.title, exc.detail, exc.errors, exc.headers, getattr(exc, "extra", None)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -73,14 +152,25 @@ def install_error_handlers(app: FastAPI) -> None:
                     "Body bukan JSON yang sah / Body is not valid JSON",
                     str(err.get("ctx", {}).get("error", "")),
                 )
-            errors.append({"field": _field(tuple(err["loc"])), "message": err["msg"]})
+            errors.append(
+                {
+                    "field": _field(tuple(err["loc"])),
+                    "message": field_message(err),
+                    "code": str(err.get("type", "")),
+                }
+            )
         return problem_response(
             422, "Data tidak valid / Invalid data", "Periksa kolom berikut / Check these fields", errors
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+        title = str(exc.detail)
+        if exc.status_code in HTTP_TITLES and title in ("", _reason_phrase(exc.status_code)):
+            title = HTTP_TITLES[exc.status_code]
+        elif exc.status_code == 400 and title == "There was an error parsing the body":
+            title = "Body bukan JSON yang sah / Body is not valid JSON"
+        return problem_response(exc.status_code, title, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
@@ -113,6 +203,162 @@ class RequestContextMiddleware:
 
         with structlog.contextvars.bound_contextvars(http_request_id=request_id):
             await self.app(scope, receive, send_with_id)
+
+
+def _reason_phrase(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+class _BodyRefused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            # two parsers may each keep a different one: refuse rather than guess
+            raise _BodyRefused(400, f"kunci ganda / duplicate key {mask_text(json.dumps(key)[:60])}")
+        seen[key] = value
+    return seen
+
+
+def _no_constant(name: str) -> Any:
+    raise _BodyRefused(400, f"{name} bukan JSON / {name} is not JSON (RFC 8259)")
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > limit:
+            return level
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def is_json_media_type(content_type: str) -> bool:
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    main, _, sub = media.partition("/")
+    if main != "application" or not (sub == "json" or sub.endswith("+json")):
+        return False
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            return False
+    return True
+
+
+class JsonBodyGuard:
+    """Refuses, before any route runs, a body a JSON API cannot take.
+
+    For POST, PUT and PATCH with a non-empty body: larger than ``max_bytes`` -> 413 (judged on
+    Content-Length before reading, and while reading a chunked body); not ``application/json``
+    (or ``+json``, UTF-8) -> 415; not UTF-8, not JSON, NaN/Infinity, duplicate keys, or nested
+    deeper than ``max_depth`` -> 400. The body is then replayed byte for byte to the app, so a
+    route can still verify a signature over the raw body.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = 65_536, max_depth: int = 32) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            body = await self._read(headers, receive)
+            if body:
+                self._check(headers.get("content-type", ""), body)
+        except _BodyRefused as refused:
+            title = HTTP_TITLES.get(refused.status, "Body tidak sah / Invalid body")
+            if refused.status == 400:
+                title = "Body bukan JSON yang sah / Body is not valid JSON"
+            response = problem_response(refused.status, title, refused.detail)
+            await response(scope, receive, send)
+            return
+
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, headers: Mapping[str, str], receive: Receive) -> bytes:
+        too_big = _BodyRefused(
+            413, f"maksimal {self.max_bytes} byte / at most {self.max_bytes} bytes"
+        )
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise _BodyRefused(400, "Content-Length tidak sah / invalid Content-Length")
+            if int(declared) > self.max_bytes:
+                raise too_big
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise too_big
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    def _check(self, content_type: str, body: bytes) -> None:
+        if not is_json_media_type(content_type):
+            raise _BodyRefused(
+                415,
+                "kirim data sebagai application/json (UTF-8)"
+                " / send the body as application/json (UTF-8)",
+            )
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _BodyRefused(400, "bukan teks UTF-8 / not UTF-8 text") from None
+        try:
+            value = json.loads(
+                text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant
+            )
+        except json.JSONDecodeError as exc:
+            raise _BodyRefused(
+                400, f"JSON rusak di posisi {exc.pos} / malformed JSON at position {exc.pos}"
+            ) from None
+        except RecursionError:
+            raise _BodyRefused(400, "JSON terlalu dalam / JSON nested too deep") from None
+        if _depth(value, self.max_depth) > self.max_depth:
+            raise _BodyRefused(
+                400, f"JSON terlalu dalam (maks. {self.max_depth}) / nested deeper than {self.max_depth}"
+            )
 
 
 def request_id_of(request: Request) -> str:

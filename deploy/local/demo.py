@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import time
@@ -21,6 +22,13 @@ import httpx
 KECAMATAN = [("Mojosari", "61382"), ("Sooko", "61361"), ("Trowulan", "61362"), ("Pacet", "61374")]
 NAMES = ["Siti Aminah", "Budi Santoso", "Dewi Lestari", "Agus Salim", "Rina Wati", "Joko Susilo"]
 DOCUMENTS = ["ktp_el", "kk", "kia", "akta_kelahiran", "akta_kematian"]
+# Intake's GET /requests/{id} is for operators: the dev token (services/intake/README.md) unless
+# INTAKE_OPERATOR_TOKEN says otherwise.
+OPERATOR_TOKEN = os.environ.get("INTAKE_OPERATOR_TOKEN", "ketanmu-dev-operator-token")
+
+
+def operator_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
 def sample_nik(rng: random.Random) -> str:
@@ -75,7 +83,7 @@ async def wait_status(http: httpx.AsyncClient, intake: str, request_id: str, sta
                       timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
-        body = (await http.get(f"{intake}/requests/{request_id}")).json()
+        body = (await http.get(f"{intake}/requests/{request_id}", headers=operator_headers())).json()
         if body["status"] in statuses and (body["status"] != "delivered" or body["cod_paid"]):
             return body
         if time.monotonic() > deadline:

@@ -1,15 +1,41 @@
-"""Intake: the front door. Registers requests and keeps the status the applicant sees."""
+"""Intake: the front door. Registers requests (web, WhatsApp, counter) and keeps the status the
+applicant sees; public tracking; the retention job."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
-from shared.runtime import ServiceSpec, create_app
+from shared.http import JsonBodyGuard
+from shared.runtime import Runtime, ServiceSpec, create_app
+from shared.whatsapp.client import WhatsAppClient
 
-from . import api, events
+from . import api, events, replies, retention, tracking, whatsapp
+from .auth import seed_operators
 from .settings import IntakeSettings
+
+
+async def _start(rt: Runtime) -> None:
+    s: IntakeSettings = rt.settings  # type: ignore[assignment]
+    async with rt.pool.acquire() as conn:
+        await seed_operators(conn, s.intake_operators)
+    http = httpx.AsyncClient(timeout=s.whatsapp_timeout_s)
+    rt.extras["http"] = http
+    rt.extras["whatsapp"] = WhatsAppClient(
+        http,
+        s.whatsapp_base_url,
+        s.whatsapp_phone_number_id,
+        s.whatsapp_access_token,
+        api_version=s.whatsapp_api_version,
+    )
+    rt.waker(replies.WAKER)
+
+
+async def _stop(rt: Runtime) -> None:
+    if "http" in rt.extras:
+        await rt.extras["http"].aclose()
 
 
 def build(settings: IntakeSettings | None = None) -> FastAPI:
@@ -17,7 +43,13 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
     spec = ServiceSpec(
         name="intake",
         migrations=Path(__file__).parent / "migrations",
-        routers=[api.router],
+        routers=[api.router, tracking.router, whatsapp.router],
         handlers=lambda rt: events.handlers(),
+        background=[replies.reply_sender, retention.retention_loop],
+        on_start=_start,
+        on_stop=_stop,
     )
-    return create_app(spec, settings)
+    app = create_app(spec, settings)
+    # Outermost: oversized, non-JSON and malformed bodies never reach a route.
+    app.add_middleware(JsonBodyGuard, max_bytes=settings.max_body_bytes)
+    return app

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 from dataclasses import dataclass
 
 from shared.contracts import topics
 from shared.contracts.events import DocumentType
 
+# Phone rules live with the other input rules; re-exported here for existing callers.
+from .validation import TRACKING_ALPHABET, InvalidPhone, normalize_phone
+
+__all__ = ["InvalidPhone", "normalize_phone"]
+
 # What the courier collects at the door, per document type: one place, used by every channel.
 REQUIREMENT_DOCUMENTS: dict[DocumentType, list[str]] = {
     DocumentType.KK: ["KK lama (asli)", "Surat pengantar RT/RW (asli)"],
-    DocumentType.KTP_EL: ["KTP-el lama (asli)"],
+    # a replacement: the old card is withdrawn; if it was lost, the police report instead
+    DocumentType.KTP_EL: ["KTP-el lama (asli) atau surat keterangan kehilangan dari kepolisian"],
     DocumentType.KIA: ["Akta kelahiran anak (fotokopi)", "Pas foto anak 2x3"],
     DocumentType.AKTA_KELAHIRAN: ["Surat keterangan lahir dari bidan/rumah sakit (asli)"],
     DocumentType.AKTA_KEMATIAN: ["Surat keterangan kematian (asli)"],
@@ -34,39 +39,11 @@ DOCUMENT_NAMES: dict[DocumentType, str] = {
     DocumentType.SURAT_PINDAH: "Surat Pindah",
 }
 
-# Crockford base32 without I, L, O, U: easy to read aloud and type from a WhatsApp message.
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
 
 def new_tracking_code() -> str:
     """``KTM-7QX2-94HD``: 40 random bits, unguessable enough with rate-limited lookups."""
-    chars = "".join(secrets.choice(_ALPHABET) for _ in range(8))
+    chars = "".join(secrets.choice(TRACKING_ALPHABET) for _ in range(8))
     return f"KTM-{chars[:4]}-{chars[4:]}"
-
-
-class InvalidPhone(ValueError):
-    pass
-
-
-def normalize_phone(raw: str) -> str:
-    """Any form people type (``0812-3456-789``, ``62812…``, ``+62 812…``) -> ``+62812…``."""
-    digits = re.sub(r"[\s\-().]", "", raw)
-    if digits.startswith("+"):
-        digits = digits[1:]
-        if not digits.startswith("62"):
-            raise InvalidPhone("nomor harus nomor Indonesia (+62) / must be an Indonesian number")
-    if not digits.isdigit():
-        raise InvalidPhone("nomor hanya boleh berisi angka / digits only")
-    if digits.startswith("0"):
-        digits = "62" + digits[1:]
-    elif digits.startswith("8"):
-        digits = "62" + digits
-    if not digits.startswith("628"):
-        raise InvalidPhone("nomor ponsel harus diawali 08 atau +628 / mobile numbers start 08 or +628")
-    national = digits[2:]
-    if not 9 <= len(national) <= 13:
-        raise InvalidPhone("panjang nomor ponsel tidak sah / wrong length for a mobile number")
-    return "+" + digits
 
 
 # ---- the status the applicant sees ---------------------------------------------------------
@@ -90,7 +67,40 @@ _RANK = {
     "returned_to_office": 50,
     "rejected": 60,
 }
-TERMINAL = {"delivered", "returned_to_office", "rejected"}
+TERMINAL = frozenset({"delivered", "returned_to_office", "rejected"})
+
+# What the applicant reads, per status and per timeline event.
+STATUS_LABELS: dict[str, str] = {
+    "registered": "Terdaftar, menunggu dicetak",
+    "printed": "Dokumen sudah dicetak, menunggu dijemput kurir",
+    "handed_to_courier": "Dalam pengantaran oleh kurir",
+    "delivery_failed": "Pengantaran gagal, kurir akan mencoba lagi",
+    "delivered": "Sudah diterima",
+    "returned_to_office": "Dikembalikan ke kantor Dukcapil",
+    "rejected": "Ditolak",
+}
+EVENT_LABELS: dict[str, str] = {
+    topics.REQUEST_REGISTERED: "Permohonan terdaftar",
+    topics.DOCUMENT_PRINTED: "Dokumen dicetak",
+    topics.HANDED_TO_COURIER: "Diserahkan ke kurir",
+    topics.COD_PAID: "Ongkos kirim dibayar",
+    topics.DELIVERED: "Diterima",
+    topics.REQUEST_REJECTED: "Permohonan ditolak",
+    topics.DELIVERY_FAILED: "Pengantaran gagal",
+    topics.RETURNED_TO_OFFICE: "Dikembalikan ke kantor",
+}
+PARTNER_NAMES: dict[str, str] = {"pos": "Pos Indonesia", "jnt": "J&T Express"}
+
+# Documents about another person than the applicant (a child, the deceased): a parent may rightly
+# have two open at once (twins' KIA). Only an operator can register the second one.
+ABOUT_ANOTHER_PERSON = frozenset(
+    {
+        DocumentType.KIA,
+        DocumentType.AKTA_KELAHIRAN,
+        DocumentType.AKTA_KEMATIAN,
+        DocumentType.AKTA_PENGANGKATAN_ANAK,
+    }
+)
 
 
 @dataclass(frozen=True)

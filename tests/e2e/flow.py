@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from deploy.local.demo import mark_printed, sample_request
+from deploy.local.demo import mark_printed, operator_headers, sample_request
 from deploy.local.system import System
 
 
@@ -44,7 +44,8 @@ async def print_request(http: httpx.AsyncClient, system: System, request_id: str
 
 
 async def status_of(http: httpx.AsyncClient, system: System, request_id: str) -> dict[str, Any]:
-    return dict((await http.get(f"{system.url('intake')}/requests/{request_id}")).json())
+    url = f"{system.url('intake')}/requests/{request_id}"
+    return dict((await http.get(url, headers=operator_headers())).json())
 
 
 async def wait_delivered(http: httpx.AsyncClient, system: System, ids: list[str],
@@ -93,3 +94,59 @@ async def wait_notifications_sent(http: httpx.AsyncClient, system: System, reque
 
 def applicant_body(rng: random.Random, partner: str | None = None) -> dict[str, Any]:
     return sample_request(rng, partner)
+
+
+# ---- WhatsApp applicant (intake's conversation) -------------------------------------------
+
+WA_APP_SECRET = "wa-dev-app-secret"  # intake's default WHATSAPP_APP_SECRET
+
+
+def wa_text_message(wa_id: str, text: str, wamid: str | None = None) -> dict[str, Any]:
+    """The Cloud API webhook body of one text message from ``wa_id`` to our number."""
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "ketanmu-waba", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "6281100000000",
+                         "phone_number_id": "100000000000001"},
+            "contacts": [{"profile": {"name": "Pemohon"}, "wa_id": wa_id}],
+            "messages": [{"from": wa_id, "id": wamid or f"wamid.e2e{random.getrandbits(64):x}",
+                          "timestamp": str(int(time.time())), "type": "text",
+                          "text": {"body": text}}],
+        }}]}],
+    }  # fmt: skip
+
+
+async def wa_send(http: httpx.AsyncClient, system: System, wa_id: str, text: str,
+                  wamid: str | None = None, retries: int = 60) -> dict[str, Any]:
+    """POST one signed message to intake's webhook, retrying while intake is down (as Meta does)."""
+    import json
+
+    from shared.webhook_signing import sign_meta
+
+    raw = json.dumps(wa_text_message(wa_id, text, wamid)).encode()
+    headers = {"content-type": "application/json",
+               "X-Hub-Signature-256": sign_meta(WA_APP_SECRET, raw)}
+    for _ in range(retries):
+        try:
+            r = await http.post(f"{system.url('intake')}/webhooks/whatsapp", content=raw,
+                                headers=headers)
+        except httpx.TransportError:
+            await asyncio.sleep(0.5)
+            continue
+        if r.status_code == 200:
+            return dict(r.json())
+        raise AssertionError(f"webhook refused: {r.status_code} {r.text}")
+    raise AssertionError("intake did not accept the webhook")
+
+
+async def wa_texts(http: httpx.AsyncClient, system: System, wa_id: str, at_least: int,
+                   timeout_s: float = 30.0) -> list[str]:
+    """The free-form replies the sandbox recorded for ``wa_id`` (templates left out)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        texts = [m["text"] for m in await whatsapp_messages(http, system, wa_id)
+                 if m["type"] == "text"]
+        if len(texts) >= at_least or time.monotonic() > deadline:
+            return texts
+        await asyncio.sleep(0.2)
