@@ -4,7 +4,7 @@ PY := .venv/bin/python
 INFRA := deploy/local/infra.sh
 
 .PHONY: help install run demo stop down infra-up infra-down infra-status test test-unit \
-        test-infra-up test-infra-down test-faults \
+        test-infra-up test-infra-down test-faults test-faults-infra-down \
         test-integration test-e2e schemas lint clean bench
 
 help:
@@ -62,8 +62,16 @@ test-e2e: test-infra-up
 	@$(TEST_ENV) $(PY) -m pytest tests/e2e
 
 # Fault tests break things on purpose (SIGKILL, broker and database restarts): see tests/faults.
-test-faults: test-infra-up
-	@$(TEST_ENV) $(PY) -m pytest tests/faults
+# They restart their Kafka and PostgreSQL, so they get their own (other ports and data, the same
+# defaults as tests/faults/infra.py), stopped afterwards: no one else's tests are disturbed.
+FAULT_INFRA := KAFKA_HOME=.local/kafka-faults KAFKA_PORT=29092 KAFKA_CONTROLLER_PORT=29093 \
+               PG_HOME=.local/pg-faults PGPORT=25432
+test-faults: install
+	@$(FAULT_INFRA) bash $(INFRA) up
+	@$(PY) -m pytest tests/faults; status=$$?; $(FAULT_INFRA) bash $(INFRA) down >/dev/null; \
+	  exit $$status
+test-faults-infra-down:
+	@$(FAULT_INFRA) bash $(INFRA) down >/dev/null
 
 # The benchmark prints figures; it never fails on speed. Results go to bench-results/.
 bench: infra-up

@@ -36,7 +36,18 @@ KAFKA_OUT="$KAFKA_HOME/kafka.out"   # the JVM's own stdout/stderr (crashes, OOM)
 KAFKA_PID="$KAFKA_HOME/kafka.pid"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")"
 
-PG_LINK="$LOCAL/pg"   # PG_DIR is where it really is (see choose_pg_dir)
+# PG_HOME: this cluster's directory. The fault tests run a second cluster beside the shared one
+# (PG_HOME=.local/pg-faults and another PGPORT) so that restarting theirs disturbs no one else.
+PG_HOME="${PG_HOME:-$LOCAL/pg}"
+case "$PG_HOME" in /*) ;; *) PG_HOME="$ROOT/$PG_HOME" ;; esac
+PG_LINK="$PG_HOME"   # PG_DIR is where it really is (see choose_pg_dir)
+# Names outside the checkout (/var/tmp cluster, /tmp socket dir) are unique per cluster; the
+# default cluster keeps the name it always had.
+if [[ "$PG_HOME" == "$LOCAL/pg" ]]; then
+  PG_TAG="$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+else
+  PG_TAG="$(printf '%s' "$PG_HOME" | sha256sum | cut -c1-12)"
+fi
 PY="$ROOT/.venv/bin/python"
 
 IS_ROOT=0; [[ "$(id -u)" == 0 ]] && IS_ROOT=1
@@ -399,7 +410,7 @@ choose_pg_dir() {
       if runuser -u postgres -- test -x "$LOCAL" 2>/dev/null; then
         mkdir -p "$PG_LINK"
       else
-        local alt; alt="/var/tmp/ketanmu-pg-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+        local alt; alt="/var/tmp/ketanmu-pg-$PG_TAG"
         log "user postgres cannot reach $LOCAL: cluster goes to $alt (symlinked from .local/pg)"
         mkdir -p "$alt"
         ln -sfn "$alt" "$PG_LINK"
@@ -416,7 +427,7 @@ choose_pg_dir() {
   # Unix socket paths are limited to ~107 bytes: fall back to /tmp for very deep checkouts.
   PG_SOCK="$PG_DIR"
   if (( ${#PG_SOCK} > 80 )); then
-    PG_SOCK="/tmp/ketanmu-pg-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+    PG_SOCK="/tmp/ketanmu-pg-$PG_TAG"
     mkdir -p "$PG_SOCK"; [[ $IS_ROOT == 1 ]] && chown postgres: "$PG_SOCK"; chmod 700 "$PG_SOCK"
   fi
 }
@@ -428,7 +439,7 @@ pg_paths_readonly() { # same variables as choose_pg_dir, without creating anythi
   PG_DATA="$PG_DIR/data"
   PG_LOGFILE="$PG_DIR/pg.log"
   PG_SOCK="$PG_DIR"
-  (( ${#PG_SOCK} > 80 )) && PG_SOCK="/tmp/ketanmu-pg-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+  (( ${#PG_SOCK} > 80 )) && PG_SOCK="/tmp/ketanmu-pg-$PG_TAG"
   find_pg_bin || true
 }
 
@@ -640,7 +651,7 @@ cmd_reset() {
     rm -rf "$real"
     rm -rf "$PG_LINK"
   fi
-  rm -rf "/tmp/ketanmu-pg-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+  rm -rf "/tmp/ketanmu-pg-$PG_TAG"
   log "reset done"
 }
 
@@ -663,7 +674,8 @@ usage: $0 COMMAND
   kafka-restart  stop and start Kafka (data kept)
   pg-restart     stop and start PostgreSQL (data kept)
   env            print shell exports for clients
-env: KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT KAFKA_TOPIC_PARTITIONS=$KAFKA_TOPIC_PARTITIONS
+env: KAFKA_HOME=$KAFKA_HOME KAFKA_PORT=$KAFKA_PORT KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT KAFKA_TOPIC_PARTITIONS=$KAFKA_TOPIC_PARTITIONS
+     PG_HOME=$PG_HOME
      KAFKA_HEAP=$KAFKA_HEAP PGPORT=$PGPORT PGUSER=$PGUSER PGPASSWORD=*** PGDATABASE=$PGDATABASE
 EOF
 }

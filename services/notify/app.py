@@ -8,10 +8,10 @@ import httpx
 from fastapi import FastAPI
 
 from shared.runtime import Runtime, ServiceSpec, create_app
-
-from . import api, events, sender
-from .settings import NotifySettings
 from shared.whatsapp.client import WhatsAppClient
+
+from . import api, events, sender, webhooks
+from .settings import NotifySettings
 
 
 async def _start(rt: Runtime) -> None:
@@ -27,6 +27,7 @@ async def _start(rt: Runtime) -> None:
         s.whatsapp_phone_number_id,
         s.whatsapp_access_token,
         api_version=s.whatsapp_api_version,
+        timeout_s=s.whatsapp_timeout_s,
     )
     rt.waker("sender")
 
@@ -40,7 +41,7 @@ def build(settings: NotifySettings | None = None) -> FastAPI:
     spec = ServiceSpec(
         name="notify",
         migrations=Path(__file__).parent / "migrations",
-        routers=[api.router],
+        routers=[api.router, webhooks.router],
         handlers=lambda rt: events.handlers(),
         background=[sender.sender_loop],
         on_start=_start,

@@ -1,86 +1,167 @@
-"""The sender loop: sends each pending notification once, as a WhatsApp template message.
+"""The sender loop: sends each noted message once, as free text or an approved template.
 
-Exactly one message per event: the consumer writes one row per ``event_id``; the sender claims due
-rows (``pending``, or ``sending`` whose claim ran out after a crash), calls the Cloud API, and marks
-the row ``sent`` with the returned message id. The one window where a message can go out twice is a
-crash (or a lost database) after the Cloud API accepted the message and before ``sent`` is stored:
-that row is claimed again when its claim runs out. The Cloud API has no idempotency key, so the
-window is kept to one HTTP call per row.
+**One message per event and recipient.** The consumer writes one row per (event, recipient); the
+sender claims due rows (``FOR UPDATE SKIP LOCKED``, with a claim token, so several instances share
+the work), calls the Cloud API and stores the returned wamid (``sent``). Every message carries its
+identity (``<event_id>/<recipient>``) as ``biz_opaque_callback_data``, which WhatsApp echoes in the
+message's status callbacks (``webhooks.py``).
 
-A message waits until its recipient is known (request-registered can be consumed after a later
-event, since topics are not ordered between each other). Messages of one request go out in the
-order of their facts.
+**The one window where a message can go out twice**: the Cloud API accepted it, and notify never
+learnt so: the process died (or the answer was lost: a read timeout, a dropped connection) after
+the request left and before ``sent`` was stored. The Cloud API has no idempotency key, so this
+cannot be closed, only narrowed:
+
+* the window is one HTTP call per message, and a lost database after the answer is retried in
+  memory (``_store_sent``), not by sending again;
+* an unanswered send is not repeated at once: the row waits ``SEND_CONFIRM_WAIT_S`` (after a
+  timeout, or after its claim ran out when its sender died) for a status callback naming it,
+  which marks it sent;
+* only if none comes is it sent again. So a duplicate needs the Cloud API to accept a message,
+  its answer to be lost, *and* its status callbacks to be lost or later than the wait.
+
+**Retries and dead letters.** A send refused for a passing reason (5xx, 429, throttling,
+connection refused) is retried with backoff; after ``SEND_MAX_ATTEMPTS`` attempts, or at once
+for a refusal that can never succeed, it is given up: the row becomes ``failed``
+(``GET /notifications?status=failed``) and the event is dead-lettered to ``dlq.notify`` with the
+reason; replaying it (``python -m shared.kafka.deadletters replay``) once the cause is fixed re-arms
+the row.
+
+**Order.** A recipient's messages go out in the order of their facts: a row is due only when no
+earlier row of the same request and recipient is still unsent. A message waits until its recipient
+is known (request-registered can be consumed after a later event).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections import defaultdict
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from shared.contracts.events import parse_event
+from shared.contracts.topics import dead_letter_topic
 from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.logging import get_logger
+from shared.outbox import add_record, event_headers
 from shared.privacy import mask_phone
-
-from .templates import TEMPLATES, context, params_for, render
 from shared.whatsapp.client import WhatsAppClient, WhatsAppError
+
+from .domain import callback_ref, message_kind, retry_delay
+from .repository import mark_sent
+from .templates import TEMPLATES, context, params_for, render
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
 
 log = get_logger(__name__)
 
-_CLAIM = """
-UPDATE notifications n SET status = 'sending', claimed_until = now() + make_interval(secs => $2)
-FROM recipients r
-WHERE n.request_id = r.request_id AND n.id IN (
-    SELECT n2.id FROM notifications n2 JOIN recipients r2 USING (request_id)
-    WHERE n2.next_attempt_at <= now()
-      AND (n2.status = 'pending' OR (n2.status = 'sending' AND n2.claimed_until < now()))
-    ORDER BY n2.next_attempt_at, n2.occurred_at LIMIT $1 FOR UPDATE OF n2 SKIP LOCKED)
-RETURNING n.id, n.request_id, n.event_type, n.event_data, n.attempts, n.occurred_at,
-    r.phone, r.name, r.tracking_code, r.document_type, r.partner, r.cod_fee,
-    r.requirement_documents
+_UNSENT = "('pending', 'sending', 'unconfirmed')"
+
+_CLAIM = f"""
+WITH due AS (
+    SELECT n.id FROM notifications n
+    WHERE n.next_attempt_at <= now()
+      AND (n.status IN ('pending', 'unconfirmed')
+           -- its sender died, maybe mid-send: give status callbacks the confirm wait too
+           OR (n.status = 'sending'
+               AND n.claimed_until + make_interval(secs => $4) < now()))
+      AND EXISTS (SELECT 1 FROM recipients r WHERE r.request_id = n.request_id)
+      AND NOT EXISTS (
+          SELECT 1 FROM notifications e
+          WHERE e.request_id = n.request_id AND e.recipient = n.recipient
+            AND (e.occurred_at, e.id) < (n.occurred_at, n.id) AND e.status IN {_UNSENT})
+    ORDER BY n.next_attempt_at, n.occurred_at
+    LIMIT $1
+    FOR UPDATE OF n SKIP LOCKED
+)
+UPDATE notifications n
+SET status = 'sending', claimed_until = now() + make_interval(secs => $2), claim_token = $3,
+    attempts = n.attempts + 1
+FROM due, recipients r
+WHERE n.id = due.id AND r.request_id = n.request_id
+RETURNING n.id, n.event_id, n.request_id, n.event_type, n.event_data, n.attempts, n.recipient,
+    n.force_template, r.phone, r.name, r.delivery_phone, r.delivery_name, r.tracking_code,
+    r.document_type, r.partner, r.cod_fee, r.requirement_documents,
+    (SELECT c.last_inbound_at FROM conversations c
+     WHERE c.wa_id = regexp_replace(
+         CASE n.recipient WHEN 'delivery' THEN r.delivery_phone ELSE r.phone END, '\\D', '', 'g')
+    ) AS last_inbound_at
 """
 
-
-async def sender_loop(rt: "Runtime") -> None:
+async def sender_loop(rt: Runtime) -> None:
+    """Keep up to ``SEND_CONCURRENCY`` sends in flight; claim more as slots free up."""
     wake = rt.waker("sender")
     client: WhatsAppClient = rt.extras["whatsapp"]
-    limit = asyncio.Semaphore(rt.settings.send_concurrency)
-    while True:
-        wake.clear()
-        try:
-            rows = await rt.pool.fetch(_CLAIM, rt.settings.send_concurrency * 4, rt.settings.send_claim_s)
-            if not rows:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), 1.0)
-                continue
-            by_request: dict[Any, list[asyncpg.Record]] = defaultdict(list)
-            for row in sorted(rows, key=lambda r: r["occurred_at"]):
-                by_request[row["request_id"]].append(row)
+    capacity = rt.settings.send_concurrency
+    inflight: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            wake.clear()
+            free = capacity - len(inflight)
+            if free > 0:
+                token = uuid.uuid4()
+                try:
+                    s = rt.settings
+                    claimed = await rt.pool.fetch(
+                        _CLAIM, free, s.send_claim_s, token, s.send_confirm_wait_s
+                    )
+                except TRANSIENT_DB_ERRORS as exc:
+                    log.warning("sender cannot reach the database", error=repr(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+                except Exception:
+                    log.exception("sender error")
+                    await asyncio.sleep(1.0)
+                    continue
+                for row in claimed:
+                    task = asyncio.create_task(_deliver(rt, client, row, token))
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+            # A finished send may make the recipient's next message due: look again then, on a
+            # wake-up (new rows, a re-armed row) or after a second.
+            waker = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait(
+                    {waker, *inflight}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waker.cancel()
+    finally:
+        # Stopping: let the sends already on the wire finish and be stored rather than leave
+        # them to the confirm window.
+        if inflight:
+            await asyncio.wait(inflight, timeout=rt.settings.whatsapp_timeout_s + 2)
 
-            async def send_in_order(group: list[asyncpg.Record]) -> None:
-                async with limit:
-                    for row in group:
-                        await send_one(rt, client, row)
 
-            await asyncio.gather(*(send_in_order(g) for g in by_request.values()))
-        except TRANSIENT_DB_ERRORS as exc:
-            log.warning("sender cannot reach the database", error=repr(exc))
-            await asyncio.sleep(1.0)
-        except Exception:  # noqa: BLE001 - a bug must not stop every future message
-            log.exception("sender error")
-            await asyncio.sleep(1.0)
+async def _deliver(
+    rt: Runtime, client: WhatsAppClient, row: asyncpg.Record, token: uuid.UUID
+) -> None:
+    try:
+        await send_one(rt, client, row, token)
+    except TRANSIENT_DB_ERRORS as exc:
+        # the claim runs out and the row is looked at again (a status callback may settle it)
+        log.warning("notification state not stored, it will be looked at again", error=repr(exc),
+                    request_id=str(row["request_id"]))
+    except Exception:
+        log.exception("sender error", request_id=str(row["request_id"]))
 
 
-async def send_one(rt: "Runtime", client: WhatsAppClient, row: asyncpg.Record) -> None:
+def _contact(row: asyncpg.Record) -> tuple[str, str]:
+    if row["recipient"] == "delivery":
+        return row["delivery_phone"], row["delivery_name"]
+    return row["phone"], row["name"]
+
+
+def compose(
+    row: asyncpg.Record, now: datetime, margin: timedelta
+) -> tuple[str, str, list[str], str]:
+    """(kind, template name, template params, text) of a claimed row."""
+    _, name = _contact(row)
     recipient = {
-        "name": row["name"],
+        "name": name,
         "tracking_code": row["tracking_code"],
         "document_type": row["document_type"],
         "partner": row["partner"],
@@ -89,44 +170,125 @@ async def send_one(rt: "Runtime", client: WhatsAppClient, row: asyncpg.Record) -
     }
     event_type = row["event_type"]
     params = params_for(event_type, context(recipient, json.loads(row["event_data"])))
-    template = TEMPLATES[event_type].name
-    try:
-        wamid = await client.send_template(row["phone"], template, params)
-    except WhatsAppError as exc:
-        attempts = row["attempts"] + 1
-        s = rt.settings
-        if exc.transient and attempts < s.send_max_attempts:
-            delay = min(s.send_retry_cap_s, s.send_retry_start_s * 2 ** (attempts - 1))
-            await rt.pool.execute(
-                "UPDATE notifications SET status = 'pending', attempts = $2, error = $3,"
-                " next_attempt_at = now() + make_interval(secs => $4), claimed_until = NULL"
-                " WHERE id = $1",
-                row["id"],
-                attempts,
-                exc.reason,
-                delay,
-            )
-            log.warning("whatsapp send failed, will retry", attempts=attempts, retry_in_s=delay,
-                        reason=exc.reason, request_id=str(row["request_id"]))
-        else:
-            await rt.pool.execute(
-                "UPDATE notifications SET status = 'failed', attempts = $2, error = $3,"
-                " claimed_until = NULL WHERE id = $1",
-                row["id"],
-                attempts,
-                exc.reason,
-            )
-            log.error("whatsapp message given up", attempts=attempts, reason=exc.reason,
-                      request_id=str(row["request_id"]))
+    kind = message_kind(row["last_inbound_at"], now, margin, row["force_template"])
+    return kind, TEMPLATES[event_type].name, params, render(event_type, params)
+
+
+async def send_one(
+    rt: Runtime, client: WhatsAppClient, row: asyncpg.Record, token: uuid.UUID
+) -> None:
+    s = rt.settings
+    if row["attempts"] > s.send_max_attempts:  # claimed again and again: the sender keeps dying
+        await give_up(rt, row, token, "claimed too many times without an answer")
         return
-    await rt.pool.execute(
-        "UPDATE notifications SET status = 'sent', wamid = $2, template = $3, body = $4,"
-        " attempts = attempts + 1, sent_at = now(), claimed_until = NULL, error = NULL"
-        " WHERE id = $1",
-        row["id"],
-        wamid,
-        template,
-        render(event_type, params),
+    phone, _ = _contact(row)
+    kind, template, params, text = compose(
+        row, datetime.now(UTC), timedelta(seconds=s.whatsapp_window_margin_s)
     )
-    log.info("whatsapp sent", request_id=str(row["request_id"]), event_type=event_type,
-             to=mask_phone(row["phone"]), wamid=wamid)
+    ref = callback_ref(row["event_id"], row["recipient"])
+    try:
+        if kind == "text":
+            wamid = await client.send_text(phone, text, callback_data=ref)
+        else:
+            wamid = await client.send_template(phone, template, params, callback_data=ref)
+    except WhatsAppError as exc:
+        await _failed_attempt(rt, row, token, exc)
+        return
+    await _store_sent(rt, row, wamid, kind, template if kind == "template" else None, text)
+    log.info("whatsapp sent", request_id=str(row["request_id"]), event_type=row["event_type"],
+             recipient=row["recipient"], kind=kind, to=mask_phone(phone), wamid=wamid)
+
+
+async def _failed_attempt(
+    rt: Runtime, row: asyncpg.Record, token: uuid.UUID, exc: WhatsAppError
+) -> None:
+    s = rt.settings
+    attempts = row["attempts"]
+    if exc.ambiguous:
+        # Maybe accepted: wait for a status callback naming it before sending it again.
+        await rt.pool.execute(
+            "UPDATE notifications SET status = 'unconfirmed', error = $3, claimed_until = NULL,"
+            " claim_token = NULL, next_attempt_at = now() + make_interval(secs => $4)"
+            " WHERE id = $1 AND claim_token = $2 AND status = 'sending'",
+            row["id"], token, f"no answer ({exc.reason}): waiting for a status callback",
+            s.send_confirm_wait_s,
+        )
+        log.warning("whatsapp send unanswered, waiting for a status callback", reason=exc.reason,
+                    wait_s=s.send_confirm_wait_s, request_id=str(row["request_id"]))
+    elif exc.transient and attempts < s.send_max_attempts:
+        delay = retry_delay(attempts, s.send_retry_start_s, s.send_retry_cap_s)
+        await rt.pool.execute(
+            "UPDATE notifications SET status = 'pending', error = $3, claimed_until = NULL,"
+            " claim_token = NULL, next_attempt_at = now() + make_interval(secs => $4)"
+            " WHERE id = $1 AND claim_token = $2 AND status = 'sending'",
+            row["id"], token, exc.reason, delay,
+        )
+        log.warning("whatsapp send failed, will retry", attempts=attempts, retry_in_s=delay,
+                    reason=exc.reason, request_id=str(row["request_id"]))
+    else:
+        reason = f"whatsapp send failed after {attempts} attempt(s): {exc.reason}"
+        await give_up(rt, row, token, reason)
+
+
+async def _store_sent(
+    rt: Runtime, row: asyncpg.Record, wamid: str, kind: str, template: str | None, text: str
+) -> None:
+    """Record the accepted message. The database may be away: retry here, never resend."""
+    delay = 0.2
+    while True:
+        try:
+            async with rt.pool.acquire() as conn, conn.transaction():
+                await mark_sent(conn, row["id"], wamid, kind=kind, template=template, body=text)
+            return
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("sent message not stored yet, retrying", error=repr(exc), retry_in_s=delay,
+                        request_id=str(row["request_id"]), wamid=wamid)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def give_up(rt: Runtime, row: asyncpg.Record, token: uuid.UUID, reason: str) -> None:
+    """Mark the notification failed and dead-letter its event, in one transaction.
+
+    The event's inbox row goes too, so that replaying the dead letter is applied (once) and
+    re-arms the notification (``events.note_event``).
+    """
+    async with rt.pool.acquire() as conn, conn.transaction():
+        failed = await conn.fetchrow(
+            "UPDATE notifications SET status = 'failed', error = $3, claimed_until = NULL,"
+            " claim_token = NULL WHERE id = $1 AND claim_token = $2 AND status = 'sending'"
+            " RETURNING source",
+            row["id"], token, reason,
+        )
+        if failed is None:
+            return
+        if failed["source"] is not None:
+            await dead_letter_send(conn, rt, row, failed["source"], reason)
+    log.error("whatsapp message given up, dead-lettered", reason=reason,
+              request_id=str(row["request_id"]), event_type=row["event_type"])
+
+
+async def dead_letter_send(
+    conn: asyncpg.Connection, rt: Runtime, row: Any, source: str, reason: str
+) -> None:
+    consumer = rt.settings.consumer_group
+    event = parse_event(row["event_type"], source)
+    await conn.execute(
+        "DELETE FROM inbox WHERE consumer = $1 AND event_id = $2", consumer, row["event_id"]
+    )
+    headers = event_headers(event) | {
+        "dlq-reason": reason[:1000],
+        "dlq-original-topic": row["event_type"],
+        "dlq-consumer": consumer,
+        "dlq-kind": "whatsapp-send",
+        "dlq-recipient": row["recipient"],
+    }
+    await add_record(
+        conn,
+        schema=rt.schema,
+        record_id=uuid.uuid4(),
+        topic=dead_letter_topic(rt.settings.service_name),
+        key=str(row["request_id"]),
+        value=source.encode(),
+        headers=headers,
+    )

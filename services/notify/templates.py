@@ -1,16 +1,21 @@
 """The WhatsApp messages, one per lifecycle event, in Bahasa Indonesia. Kept in one place.
 
 Each is an approved template (name + body parameters) on the Cloud API; ``render`` gives the same
-text for logs, ops and tests. Never a NIK in a message (DESIGN.md section 6).
+text, which is also what goes out as free text inside the 24-hour window. Never a NIK in a
+message (DESIGN.md section 6): parameters are also scrubbed of anything shaped like one.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from shared.contracts import topics
 from shared.contracts.money import format_rupiah
+
+_WHITESPACE = re.compile(r"\s+")
+_NIK_SHAPED = re.compile(r"(?<!\d)(\d{4})\d{8}(\d{4})(?!\d)")
 
 PARTNER_NAMES = {"pos": "Pos Indonesia", "jnt": "J&T Express"}
 
@@ -101,8 +106,15 @@ def context(recipient: dict[str, Any], event_data: dict[str, Any]) -> dict[str, 
     }
 
 
+def clean_param(value: str) -> str:
+    """A template parameter Meta accepts (no new line, tab or run of 5+ spaces; not empty) and
+    that never carries a NIK, e.g. typed by an operator into a rejection reason."""
+    text = _NIK_SHAPED.sub(r"\1********\2", _WHITESPACE.sub(" ", value).strip())
+    return text or "-"
+
+
 def params_for(event_type: str, ctx: dict[str, str]) -> list[str]:
-    return [ctx[key] for key in TEMPLATES[event_type].params]
+    return [clean_param(ctx[key]) for key in TEMPLATES[event_type].params]
 
 
 def render(event_type: str, params: list[str]) -> str:

@@ -1,11 +1,16 @@
-"""WhatsApp Business Cloud API client (outbound messages) and the status-callback parser.
+"""WhatsApp Business Cloud API client (outbound messages) and the webhook parsers.
 
 No retries here: the notify service retries from its database, and must not resend a message
-whose first attempt may have been accepted (a timeout is ambiguous; see WhatsAppError.transient).
+whose first attempt may have been accepted (a timeout is ambiguous; see WhatsAppError.ambiguous).
+
+The Cloud API has no idempotency key. What it does have is ``biz_opaque_callback_data``: a string
+sent with a message and echoed in every status callback of that message. A sender that puts its own
+reference there learns from the callbacks that a message it never got an answer for was accepted.
 """
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,15 +32,34 @@ _NON_DIGITS = re.compile(r"[\s\-().]")
 
 
 class WhatsAppError(Exception):
-    """A send failed. ``transient``: 429, 5xx, timeouts, connection errors, throttling codes."""
+    """A send failed. ``transient``: 429, 5xx, timeouts, connection errors, throttling codes.
 
-    def __init__(self, transient: bool, status: int | None, reason: str) -> None:
+    ``ambiguous``: the request left us and no answer came back (a read timeout, a connection
+    dropped mid-answer): Meta may have accepted the message. Resending it at once could send it
+    twice.
+    """
+
+    def __init__(
+        self, transient: bool, status: int | None, reason: str, *, ambiguous: bool = False
+    ) -> None:
         super().__init__(
             f"WhatsApp: {reason} (HTTP {status}, {'transient' if transient else 'permanent'})"
         )
         self.transient = transient
         self.status = status
         self.reason = reason
+        self.ambiguous = ambiguous
+
+
+# Raised before the request was (fully) sent: Meta cannot have accepted anything.
+_NOT_SENT: tuple[type[Exception], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+    httpx.UnsupportedProtocol,
+)
 
 
 def wa_recipient(phone: str) -> str:
@@ -48,8 +72,27 @@ def wa_recipient(phone: str) -> str:
     return digits
 
 
+def _message(
+    to: str, kind: str, content: dict[str, Any], callback_data: str | None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": wa_recipient(to),
+        "type": kind,
+        kind: content,
+    }
+    if callback_data:
+        message["biz_opaque_callback_data"] = callback_data  # echoed in its status callbacks
+    return message
+
+
 def template_body(
-    to: str, template: str, params: list[str], language: str = "id"
+    to: str,
+    template: str,
+    params: list[str],
+    language: str = "id",
+    callback_data: str | None = None,
 ) -> dict[str, Any]:
     """The Cloud API body of a template message (pure)."""
     body: dict[str, Any] = {"name": template, "language": {"code": language}}
@@ -57,23 +100,11 @@ def template_body(
         body["components"] = [
             {"type": "body", "parameters": [{"type": "text", "text": p} for p in params]}
         ]
-    return {
-        "messaging_product": "whatsapp",
-        "recipient_type": "individual",
-        "to": wa_recipient(to),
-        "type": "template",
-        "template": body,
-    }
+    return _message(to, "template", body, callback_data)
 
 
-def text_body(to: str, body: str) -> dict[str, Any]:
-    return {
-        "messaging_product": "whatsapp",
-        "recipient_type": "individual",
-        "to": wa_recipient(to),
-        "type": "text",
-        "text": {"preview_url": False, "body": body},
-    }
+def text_body(to: str, body: str, callback_data: str | None = None) -> dict[str, Any]:
+    return _message(to, "text", {"preview_url": False, "body": body}, callback_data)
 
 
 class WhatsAppClient:
@@ -92,25 +123,38 @@ class WhatsAppClient:
         self._timeout = httpx.Timeout(timeout_s)
 
     async def send_template(
-        self, to: str, template: str, params: list[str], language: str = "id"
+        self,
+        to: str,
+        template: str,
+        params: list[str],
+        language: str = "id",
+        callback_data: str | None = None,
     ) -> str:
         """Send an approved template; return the message's wamid."""
-        return await self._send(_build(template_body, to, template, params, language))
+        return await self._send(
+            _build(template_body, to, template, params, language, callback_data)
+        )
 
-    async def send_text(self, to: str, body: str) -> str:
+    async def send_text(self, to: str, body: str, callback_data: str | None = None) -> str:
         """Free-form text: Meta delivers it only within 24 hours of the applicant's last message."""
-        return await self._send(_build(text_body, to, body))
+        return await self._send(_build(text_body, to, body, callback_data))
 
     async def _send(self, body: dict[str, Any]) -> str:
         try:
             response = await self._http.post(
                 self._url, json=body, headers=self._headers, timeout=self._timeout
             )
+        except _NOT_SENT as exc:
+            raise WhatsAppError(True, None, f"not sent ({type(exc).__name__})") from exc
         except httpx.TimeoutException as exc:
             # Ambiguous: Meta may have accepted it. The caller decides whether a resend is worse.
-            raise WhatsAppError(True, None, f"timeout ({type(exc).__name__})") from exc
+            raise WhatsAppError(
+                True, None, f"timeout ({type(exc).__name__})", ambiguous=True
+            ) from exc
         except httpx.RequestError as exc:
-            raise WhatsAppError(True, None, f"connection error ({type(exc).__name__})") from exc
+            raise WhatsAppError(
+                True, None, f"connection error ({type(exc).__name__})", ambiguous=True
+            ) from exc
         payload = _json(response)
         if response.status_code >= 300:
             raise _error_from(response.status_code, payload)
@@ -174,6 +218,7 @@ class MessageStatus:
     recipient_id: str
     errors: tuple[StatusError, ...] = ()
     phone_number_id: str | None = None  # which of our numbers sent it
+    callback_data: str | None = None  # the message's biz_opaque_callback_data, echoed by Meta
 
 
 def _status_error(raw: Mapping[str, Any]) -> StatusError:
@@ -199,11 +244,11 @@ def _one_status(raw: Any, phone_number_id: str | None) -> MessageStatus | None:
     )
     if not isinstance(wamid, str) or status not in _STATUS_NAMES or not isinstance(recipient, str):
         return None
-    try:
-        timestamp = datetime.fromtimestamp(int(ts), UTC)
-    except (TypeError, ValueError, OverflowError):
+    timestamp = _timestamp(ts)
+    if timestamp is None:
         return None
     errors = tuple(_status_error(e) for e in raw.get("errors") or [] if isinstance(e, dict))
+    opaque = raw.get("biz_opaque_callback_data")
     return MessageStatus(
         id=wamid,
         status=cast(StatusName, status),
@@ -211,7 +256,29 @@ def _one_status(raw: Any, phone_number_id: str | None) -> MessageStatus | None:
         recipient_id=recipient,
         errors=errors,
         phone_number_id=phone_number_id,
+        callback_data=opaque if isinstance(opaque, str) and opaque else None,
     )
+
+
+def _timestamp(raw: Any) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(raw), UTC)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _values(payload: Mapping[str, Any]) -> list[tuple[dict[str, Any], str | None]]:
+    """Each ``entry[].changes[].value`` with the phone-number id it is about."""
+    found: list[tuple[dict[str, Any], str | None]] = []
+    for entry in payload.get("entry") or []:
+        for change in (entry.get("changes") or []) if isinstance(entry, dict) else []:
+            value = change.get("value") if isinstance(change, dict) else None
+            if not isinstance(value, dict):
+                continue
+            metadata = value.get("metadata")
+            phone_id = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+            found.append((value, phone_id))
+    return found
 
 
 def parse_status_callback(payload: Mapping[str, Any]) -> list[MessageStatus]:
@@ -222,15 +289,50 @@ def parse_status_callback(payload: Mapping[str, Any]) -> list[MessageStatus]:
     Entries it cannot read are skipped: Meta adds fields and kinds without notice.
     """
     found: list[MessageStatus] = []
-    for entry in payload.get("entry") or []:
-        for change in (entry.get("changes") or []) if isinstance(entry, dict) else []:
-            value = change.get("value") if isinstance(change, dict) else None
-            if not isinstance(value, dict):
-                continue
-            metadata = value.get("metadata")
-            phone_id = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
-            for raw in value.get("statuses") or []:
-                status = _one_status(raw, phone_id)
-                if status is not None:
-                    found.append(status)
+    for value, phone_id in _values(payload):
+        for raw in value.get("statuses") or []:
+            status = _one_status(raw, phone_id)
+            if status is not None:
+                found.append(status)
     return found
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message an applicant sent us: it opens (or renews) the 24-hour customer-service window."""
+
+    id: str  # its wamid
+    wa_id: str  # the sender, digits with country code
+    timestamp: datetime  # aware, UTC
+    type: str  # text, image, button, ...
+    phone_number_id: str | None = None  # which of our numbers received it
+
+
+def parse_inbound_messages(payload: Mapping[str, Any]) -> list[InboundMessage]:
+    """Every message in ``entry[].changes[].value.messages[]``, in payload order (pure)."""
+    found: list[InboundMessage] = []
+    for value, phone_id in _values(payload):
+        for raw in value.get("messages") or []:
+            if not isinstance(raw, dict):
+                continue
+            wamid, sender = raw.get("id"), raw.get("from")
+            timestamp = _timestamp(raw.get("timestamp"))
+            if not isinstance(wamid, str) or not isinstance(sender, str) or timestamp is None:
+                continue
+            kind = raw.get("type")
+            found.append(
+                InboundMessage(
+                    wamid, sender, timestamp, kind if isinstance(kind, str) else "", phone_id
+                )
+            )
+    return found
+
+
+def subscription_challenge(params: Mapping[str, str], verify_token: str) -> str | None:
+    """Meta's webhook verification: the ``hub.challenge`` to echo, or None when it is not ours."""
+    token = params.get("hub.verify_token", "")
+    if params.get("hub.mode") != "subscribe" or not hmac.compare_digest(
+        token.encode(), verify_token.encode()
+    ):
+        return None
+    return params.get("hub.challenge")
