@@ -29,6 +29,9 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
+# How long one batch may take to be acknowledged (acks=all) before the producer is replaced.
+PUBLISH_TIMEOUT_S = 30.0
+
 _INSERT = """
 WITH ins AS (
     INSERT INTO outbox (event_id, topic, key, value, headers)
@@ -149,8 +152,24 @@ class OutboxRelay:
             except (KafkaError, *TRANSIENT_DB_ERRORS) as exc:
                 self.is_leader = False
                 log.warning("outbox relay interrupted, retrying", error=repr(exc), retry_in_s=delay)
+                if isinstance(exc, KafkaError | asyncio.TimeoutError):
+                    # After a broker restart an idempotent producer can stay wedged (e.g.
+                    # OutOfOrderSequenceNumber on every send): start again with a new one.
+                    await self._drop_producer()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except Exception:  # the relay must never die silently
+                self.is_leader = False
+                log.exception("outbox relay error, retrying", retry_in_s=delay)
+                await self._drop_producer()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 10)
 
     async def _lead_and_relay(self) -> None:
         producer = await self._ensure_producer()
@@ -186,15 +205,22 @@ class OutboxRelay:
         )
         if not rows:
             return 0
-        futures = []
-        for row in rows:
-            headers = [(k, v.encode()) for k, v in json.loads(row["headers"]).items()]
-            futures.append(
-                await producer.send(
-                    self._topic_prefix + row["topic"], value=row["value"], key=row["key"].encode(), headers=headers
+
+        async def publish() -> None:
+            futures = []
+            for row in rows:
+                headers = [(k, v.encode()) for k, v in json.loads(row["headers"]).items()]
+                futures.append(
+                    await producer.send(
+                        self._topic_prefix + row["topic"], value=row["value"],
+                        key=row["key"].encode(), headers=headers,
+                    )
                 )
-            )
-        await asyncio.gather(*futures)
+            await asyncio.gather(*futures)
+
+        # Bounded: a producer that never completes (seen after a broker restart) would otherwise
+        # hold the relay, and every event of the service, forever.
+        await asyncio.wait_for(publish(), PUBLISH_TIMEOUT_S)
         await conn.execute(
             "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
         )
