@@ -39,7 +39,7 @@ demo: install
 
 stop:
 	@$(PY) -m deploy.local.system down
-down: stop infra-down test-infra-down
+down: stop infra-down test-infra-down test-faults-infra-down
 
 # The tests run on their own Kafka broker (its own ports and data), so that a running `make run`
 # and the tests never consume each other's events; PostgreSQL is shared (a database per run).
