@@ -38,12 +38,12 @@ class ServiceSpec:
     migrations: Path
     routers: list[APIRouter] = field(default_factory=list)
     # topic -> handler(conn, event); empty for a service that consumes nothing
-    handlers: Callable[["Runtime"], Mapping[str, Handler]] | None = None
+    handlers: Callable[[Runtime], Mapping[str, Handler]] | None = None
     # long-running loops started after the consumer (e.g. booking worker, WhatsApp sender)
     background: list[BackgroundTask] = field(default_factory=list)
     # called once resources exist, before consuming starts (e.g. build httpx clients)
-    on_start: Callable[["Runtime"], Awaitable[None]] | None = None
-    on_stop: Callable[["Runtime"], Awaitable[None]] | None = None
+    on_start: Callable[[Runtime], Awaitable[None]] | None = None
+    on_stop: Callable[[Runtime], Awaitable[None]] | None = None
 
 
 class Runtime:

@@ -127,7 +127,7 @@ class EventConsumer:
             title=f"{self.service}-events",
         )
 
-        async def on_batch(message: KafkaMessage = Context("message")) -> None:
+        async def on_batch(message: KafkaMessage = Context("message")) -> None:  # noqa: B008 - FastStream DI
             await self.consume_batch(message.raw_message)
             await message.ack()
 

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-
-import uuid
 
 from tests.support.infra import (
     create_database,

@@ -18,7 +18,14 @@ from shared.contracts.events import DocumentPrinted, Envelope, new_event
 from shared.db.pool import create_pool, migrate
 from shared.kafka.consumer import EventConsumer, RejectEvent
 from shared.outbox import OutboxRelay, add_event
-from tests.support.infra import KAFKA, committed, end_offsets, produce, read_topics, seed_group_at_end
+from tests.support.infra import (
+    KAFKA,
+    committed,
+    end_offsets,
+    produce,
+    read_topics,
+    seed_group_at_end,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +115,7 @@ async def _run_consumer(
 async def test_offsets_committed_only_after_the_effect_is_durable(schema_pool: Any, ns: str) -> None:
     """While the database fails, the offset stays; after a crash the event is redelivered and
     applied once; the offset moves only when the effect is committed."""
-    schema, pool = schema_pool
+    _, pool = schema_pool
     group = f"it-ack-{uuid.uuid4().hex[:6]}"
     await seed_group_at_end(group, [ns + topics.DOCUMENT_PRINTED])
     request_id = uuid.uuid4()
@@ -153,7 +160,7 @@ async def test_offsets_committed_only_after_the_effect_is_durable(schema_pool: A
 
 async def test_crash_before_commit_redelivers(schema_pool: Any, ns: str) -> None:
     """A consumer that dies while applying (no ack) leaves the offset; the next one applies it."""
-    schema, pool = schema_pool
+    _, pool = schema_pool
     group = f"it-crash-{uuid.uuid4().hex[:6]}"
     await seed_group_at_end(group, [ns + topics.DOCUMENT_PRINTED])
     event = printed(uuid.uuid4(), "C-1")
@@ -233,7 +240,7 @@ async def test_poison_messages_are_dead_lettered_and_the_partition_keeps_flowing
     finally:
         await relay.stop()
     dead = await read_topics(dlq_start, key=key)
-    assert [r.value for r in dead][0] == b"{not json"
+    assert dead[0].value == b"{not json"
     first = dict(dead[0].headers)
     assert first["dlq-original-topic"] == b"document-printed"  # the contract's name
     assert first["dlq-consumer"] == group.encode()
