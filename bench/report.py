@@ -1,0 +1,280 @@
+"""The report: a terminal table, ``results.json`` and ``chart.png`` (throughput and p99 vs load)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from deploy.local.system import SERVICES
+
+TARGET_RATE = 100.0
+TARGET_P99_RATE = 50.0
+TARGET_P99_MS = 1000.0
+TARGET_RSS_MIB = 200.0
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _p(stage: dict[str, Any], q: str) -> float | None:
+    return stage.get(q) if stage.get("n") else None
+
+
+def _nearest(steps: list[dict[str, Any]], rate: float) -> dict[str, Any] | None:
+    return min(steps, key=lambda s: abs(s["offered_rate"] - rate), default=None)
+
+
+def _service_rss(step: dict[str, Any]) -> dict[str, float]:
+    return {name: p["rss_peak_mib"] for name, p in step["processes"].items()
+            if name.split("#")[0] in SERVICES}
+
+
+def conclusions(results: dict[str, Any]) -> dict[str, Any]:
+    """Targets and ratios against the baselines."""
+    steps = results.get("steps", [])
+    out: dict[str, Any] = {}
+    kept = [s for s in steps if s["kept_up"]]
+    best = max(kept, key=lambda s: s["completed_per_s"], default=None)
+    peak = max(steps, key=lambda s: s["completed_per_s"], default=None)
+    out["max_sustained_lifecycles_per_s"] = best["completed_per_s"] if best else 0.0
+    out["max_sustained_at_offered"] = best["offered_rate"] if best else None
+    out["peak_completed_per_s"] = peak["completed_per_s"] if peak else 0.0
+    at_target = [s for s in steps if s["offered_rate"] >= TARGET_RATE]
+    out["target_100_per_s_zero_errors"] = {
+        "met": any(s["kept_up"] for s in at_target),
+        "steps": {s["label"]: {"completed_per_s": s["completed_per_s"], "errors": s["error_total"],
+                               "kept_up": s["kept_up"]} for s in at_target},
+    }
+    at50 = _nearest(steps, TARGET_P99_RATE)
+    if at50 is not None and abs(at50["offered_rate"] - TARGET_P99_RATE) > 0.2 * TARGET_P99_RATE:
+        at50 = None  # no step near 50/s: not measured
+    if at50 is not None:
+        p99 = _p(at50["stages_ms"]["accepted_to_delivered"], "p99")
+        out["target_p99_delivered_under_1s_at_50"] = {
+            "step": at50["label"], "p99_ms": p99, "met": p99 is not None and p99 < TARGET_P99_MS}
+    rss: dict[str, float] = {}
+    for step in [*steps, *(results.get("extra_steps") or [])]:
+        for name, mib in _service_rss(step).items():
+            rss[name] = max(rss.get(name, 0.0), mib)
+    out["target_rss_under_200mib"] = {
+        "peak_mib": rss, "met": bool(rss) and all(v < TARGET_RSS_MIB for v in rss.values())}
+
+    base = results.get("baselines") or {}
+    chain = base.get("kafka_chain") or {}
+    ratios: dict[str, Any] = {}
+    fastest = best or peak  # the most lifecycles per second
+    # the cheapest lifecycle: per-lifecycle costs of an overloaded step count work never finished
+    costed = [s for s in steps if s["cpu_ms_per_lifecycle"]["system_total"]]
+    cheapest = min(costed, key=lambda s: s["cpu_ms_per_lifecycle"]["system_total"], default=None)
+    if cheapest is not None:
+        out["cpu_ms_per_lifecycle"] = {"step": cheapest["label"], **cheapest["cpu_ms_per_lifecycle"]}
+    if fastest and chain.get("throughput"):
+        raw = chain["throughput"]["chains_per_s"]
+        ratios["raw_chain_per_s_over_ketanmu"] = round(
+            raw / max(fastest["completed_per_s"], 1e-9), 1)
+    if cheapest and chain.get("throughput") and chain["throughput"]["cpu_ms_per_chain"]:
+        ratios["ketanmu_cpu_ms_over_raw_chain"] = round(
+            cheapest["cpu_ms_per_lifecycle"]["system_total"]
+            / chain["throughput"]["cpu_ms_per_chain"], 1)
+    if chain.get("latency_at_rate", {}).get("n"):
+        for label, step in (("at_50", at50), ("lowest_step", steps[0] if steps else None)):
+            if step is None:
+                continue
+            ours = step["stages_ms"]["accepted_to_delivered"]
+            for q in ("p50", "p99"):
+                if _p(ours, q) is not None and chain["latency_at_rate"][q] > 0:
+                    ratios[f"latency_{q}_{label}_ketanmu_over_raw_chain"] = round(
+                        ours[q] / chain["latency_at_rate"][q], 1)
+    pg = [p for p in base.get("postgres", []) if "tx_per_s" in p]
+    if cheapest and pg:
+        raw_tx = max(p["tx_per_s"] for p in pg)
+        counters = cheapest["postgres"]
+        ratios["postgres_raw_tx_per_s"] = raw_tx
+        per = counters.get("xact_commit_per_lifecycle")
+        if per:
+            ratios["ketanmu_db_commits_per_lifecycle"] = per
+            ratios["ketanmu_rows_written_per_lifecycle"] = counters.get("rows_written_per_lifecycle")
+            # a floor: read-only commits cost less than a single-row write
+            ratios["lifecycles_per_s_if_each_commit_cost_a_raw_tx"] = round(raw_tx / per, 1)
+    out["ratios"] = ratios
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    steps = [*results.get("steps", []), *(results.get("extra_steps") or [])]
+    lines = []
+    head = (f"{'step':>18} {'achieved':>8} {'done/s':>7} {'p50 dlv':>8} {'p99 dlv':>8} "
+            f"{'p99 all':>8} {'lag max':>8} {'errors':>6} {'CPUms/lc':>9} {'+infra':>7} "
+            f"{'maxRSS':>7} {'load1':>6}")
+    lines += ["Lifecycles (accepted -> delivered on Kafka = dlv; -> every WhatsApp sent = all; ms)",
+              head, "-" * len(head)]
+    for s in steps:
+        dlv = s["stages_ms"]["accepted_to_delivered"]
+        done = s["stages_ms"]["accepted_to_all_notified"]
+        lag = max((v["max"] for v in s["consumer_lag"].values()), default=0)
+        rss = max(_service_rss(s).values(), default=0)
+        cpu = s["cpu_ms_per_lifecycle"]
+        lines.append(
+            f"{s['label']:>18} {_num(s['achieved_rate'], 1):>8} {_num(s['completed_per_s'], 1):>7} "
+            f"{_num(_p(dlv, 'p50')):>8} {_num(_p(dlv, 'p99')):>8} {_num(_p(done, 'p99')):>8} "
+            f"{_num(lag):>8} {s['error_total']:>6} {_num(cpu['ketanmu_services'], 1):>9} "
+            f"{_num(cpu['system_total'], 1):>7} {_num(rss, 0):>7} {s['loadavg_end'][0]:>6.2f}"
+            + ("" if s["kept_up"] else "  (fell behind)" if s["error_total"] == 0 else "  (errors)"))
+    lines += ["", "Stages p50 / p95 / p99 (ms)"]
+    names = ["http_register", "accepted_to_registered", "registered_to_printed", "printed_to_handed",
+             "handed_to_delivered", "event_to_whatsapp"]
+    lines.append(f"{'step':>18} " + " ".join(f"{n[:22]:>22}" for n in names))
+    for s in steps:
+        cells = []
+        for n in names:
+            st = s["stages_ms"][n]
+            cells.append(f"{_num(_p(st, 'p50'))}/{_num(_p(st, 'p95'))}/{_num(_p(st, 'p99'))}"
+                         if st.get("n") else "-")
+        lines.append(f"{s['label']:>18} " + " ".join(f"{c:>22}" for c in cells))
+    lines += ["", "Processes per step: CPU cores used (peak RSS MiB)"]
+    names = sorted({n for s in steps for n in s["processes"]})
+    lines.append(f"{'step':>18} " + " ".join(f"{n[:15]:>15}" for n in names))
+    for s in steps:
+        cells = [f"{p['cores']:.2f} ({p['rss_peak_mib']:.0f})" if (p := s["processes"].get(n)) else "-"
+                 for n in names]
+        lines.append(f"{s['label']:>18} " + " ".join(f"{c:>15}" for c in cells))
+    idle = results.get("idle")
+    if idle:
+        lines += ["", "Idle (no load), CPU cores: " + ", ".join(
+            f"{n} {p['cores']:.3f}" for n, p in idle["processes"].items())]
+    lines += ["", *baseline_lines(results), "", *target_lines(results)]
+    scale = results.get("scale_out")
+    if scale:
+        c = scale["check"]
+        lines += ["", (f"Scale-out (2x printing, 2x notify): {'OK' if c['ok'] else 'FAILED'}: "
+                  f"{c['completed']}/{c['lifecycles']} lifecycles, events applied per instance "
+                  f"{c['events_applied_during_phase']}, duplicate messages {c['duplicate_messages']}, "
+                  f"missing {c['missing_messages']}, printed twice {c['requests_printed_twice']}, "
+                  f"numbers reused {c['numbers_used_twice']}, members {c['group_members']}")]
+    return "\n".join(lines)
+
+
+def baseline_lines(results: dict[str, Any]) -> list[str]:
+    base = results.get("baselines")
+    if not base:
+        return []
+    lines = ["Baselines (same machine, same run)"]
+    chain = base.get("kafka_chain", {})
+    if "error" in chain:
+        lines.append(f"  raw Kafka 5-hop chain: {chain['error']}")
+    elif chain:
+        t, lat = chain["throughput"], chain["latency_at_rate"]
+        lines.append(f"  raw aiokafka 5-hop chain ({chain['message_bytes']} B): {t['chains_per_s']:,.0f} "
+                     f"chains/s flat out, {t['cpu_ms_per_chain']} CPU-ms/chain (hops+Kafka); at "
+                     f"{lat['rate']:g}/s p50 {_num(lat.get('p50'), 1)} ms p99 {_num(lat.get('p99'), 1)} ms")
+    for pg in base.get("postgres", []):
+        if "error" in pg:
+            lines.append(f"  asyncpg x{pg['concurrency']}: {pg['error']}")
+        else:
+            lines.append(f"  asyncpg single-row committed transactions x{pg['concurrency']}: "
+                         f"{pg['tx_per_s']:,.0f} tx/s (client {pg['client_cpu_ms_per_tx']} + "
+                         f"postgres {pg['postgres_cpu_ms_per_tx']} CPU-ms/tx)")
+    ratios = results.get("conclusions", {}).get("ratios", {})
+    if ratios:
+        lines.append("  ratios: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
+    return lines
+
+
+def target_lines(results: dict[str, Any]) -> list[str]:
+    c = results.get("conclusions", {})
+    if not c:
+        return []
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    lines = ["Targets (reported, never failed on)"]
+    t = c["target_100_per_s_zero_errors"]
+    lines.append(f"  >= 100 lifecycles/s sustained, zero errors: {mark(t['met'])} (max sustained "
+                 f"{c['max_sustained_lifecycles_per_s']}/s; peak {c['peak_completed_per_s']}/s)")
+    if "target_p99_delivered_under_1s_at_50" in c:
+        t = c["target_p99_delivered_under_1s_at_50"]
+        lines.append(f"  p99 accepted -> delivered < 1 s at 50/s: {mark(t['met'])} ({t['step']}: "
+                     f"{_num(t['p99_ms'])} ms)")
+    t = c["target_rss_under_200mib"]
+    lines.append(f"  every service < 200 MiB RSS: {mark(t['met'])} ("
+                 + ", ".join(f"{k} {v:.0f}" for k, v in t["peak_mib"].items()) + ")")
+    return lines
+
+
+def chart(results: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    steps = results.get("steps", [])
+    if not steps:
+        return False
+    offered = [s["offered_rate"] for s in steps]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    left.plot(offered, [s["completed_per_s"] for s in steps], "o-", label="completed lifecycles/s")
+    left.plot(offered, offered, "--", color="grey", label="offered")
+    left.set_xlabel("offered load (lifecycles/s)")
+    left.set_ylabel("lifecycles/s")
+    left.set_title("Throughput")
+    left.legend()
+    left.grid(alpha=0.3)
+    for key, label, color in (("accepted_to_delivered", "accepted -> delivered (Kafka)", "C0"),
+                              ("accepted_to_all_notified", "accepted -> every WhatsApp sent", "C1")):
+        for q, style in (("p99", "o-"), ("p50", "s:")):
+            ys = [_p(s["stages_ms"][key], q) for s in steps]
+            right.plot(offered, [y if y is not None else float("nan") for y in ys], style,
+                       color=color, label=f"{q} {label}")
+    right.axhline(TARGET_P99_MS, color="red", linewidth=0.8, linestyle="--", label="1 s target")
+    right.set_yscale("log")
+    right.set_xlabel("offered load (lifecycles/s)")
+    right.set_ylabel("latency (ms)")
+    right.set_title("Latency")
+    right.legend(fontsize=8)
+    right.grid(alpha=0.3, which="both")
+    load = results.get("environment", {}).get("loadavg_at_start", [])
+    fig.suptitle(f"Ketanmu pipeline benchmark, {results.get('environment', {}).get('started_at', '')}"
+                 f" ({results.get('environment', {}).get('cpus')} CPUs, load at start {load})",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def save(results: dict[str, Any], out_dir: Path) -> None:
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+def write(results: dict[str, Any], out_dir: Path) -> None:
+    results["conclusions"] = conclusions(results)
+    results["chart"] = chart(results, out_dir / "chart.png")
+    save(results, out_dir)
+    text = table(results)
+    (out_dir / "report.txt").write_text(text + "\n")
+    print(text)
+    print(f"\nresults: {out_dir}/results.json, report.txt" + (", chart.png" if results["chart"] else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report bench-results/<run>/results.json``: the table, chart and
+    conclusions again from a run's figures (after a change to the report)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.report")
+    parser.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    write(json.loads(args.results.read_text()), args.results.parent)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
