@@ -12,7 +12,6 @@ of the client (this process) and of the PostgreSQL backends, on the local Postgr
   when installed: CPU per request of the client and of the server.
 * kafka: a consumer of 8 topics fed 50 messages/s with aiokafka's default fetch settings, with
   batched fetches, and with fewer partitions: its CPU and the broker's per message.
-  (Topics ``micro-*`` are left on the broker.)
 """
 
 from __future__ import annotations
@@ -211,6 +210,7 @@ async def kafka_fetch(bootstrap: str, seconds: float, rate: float = 50.0) -> lis
     """A consumer of 8 topics (as intake and notify are) fed ``rate`` messages/s: its CPU and the
     broker's per message, with aiokafka's default fetch settings and with batched fetches."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
 
     from bench.stack import kafka_pid
     from shared.kafka.admin import create_topics
@@ -256,6 +256,12 @@ async def kafka_fetch(bootstrap: str, seconds: float, rate: float = 50.0) -> lis
             await task
         await consumer.stop()
         await producer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([prefix + t for t in names])
+        finally:
+            await admin.close()
         messages = max(n1 - n0, 1)
         result = {"case": name, "messages": messages,
                   "client_us_per_message": round((c1 - c0) * 1e6 / messages, 1),
