@@ -11,7 +11,13 @@ from sandbox.settings import SandboxSettings
 def main() -> None:
     settings = SandboxSettings()
     # access_log off: at benchmark rates it costs more than the sandbox's own work.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        timeout_keep_alive=30,  # longer than the clients' keep-alive: no reuse-while-closing race
+    )
 
 
 if __name__ == "__main__":

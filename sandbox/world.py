@@ -79,7 +79,9 @@ class World:
                 base_url=self.settings.courier_url,
                 transport=self._transport,
                 timeout=httpx.Timeout(self.settings.callback_timeout_s),
-                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+                limits=httpx.Limits(
+                    max_connections=n, max_keepalive_connections=n, keepalive_expiry=2.0
+                ),
             )
         return self._client
 

@@ -80,7 +80,8 @@ class Runtime:
         return self.wakers.setdefault(name, asyncio.Event())
 
     def _wake_all(self) -> None:
-        self.relay.wake()
+        # Not the outbox relay: a transaction that adds outbox rows wakes it by pg_notify when it
+        # commits; waking it after every batch made it query an empty outbox each time.
         for event in self.wakers.values():
             event.set()
 
@@ -196,5 +197,6 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         loop="uvloop",
         log_config=None,
         access_log=False,
+        timeout_keep_alive=30,  # longer than our clients' keep-alive (2 s): no reuse-while-closing
         timeout_graceful_shutdown=10,
     )

@@ -17,7 +17,10 @@ from .settings import CourierSettings
 
 async def _start(rt: Runtime) -> None:
     s: CourierSettings = rt.settings  # type: ignore[assignment]
-    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=s.booking_concurrency * 2))
+    # keep-alive shorter than the partners' servers keep idle connections (see notify/app.py)
+    http = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=s.booking_concurrency * 2, keepalive_expiry=2.0)
+    )
     rt.extras["http"] = http
     rt.extras["partners"] = build_partners(
         http,

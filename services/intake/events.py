@@ -51,4 +51,8 @@ async def record_event(conn: asyncpg.Connection, event: Envelope[Any]) -> None:
 
 
 def handlers() -> dict[str, Handler]:
-    return {topic: record_event for topic in topics.EVENT_TOPICS}
+    # Not request-registered: intake writes that event itself, with the request's row and its
+    # timeline entry, in the registering transaction; consuming it back changed nothing.
+    return {
+        topic: record_event for topic in topics.EVENT_TOPICS if topic != topics.REQUEST_REGISTERED
+    }

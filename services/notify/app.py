@@ -18,7 +18,9 @@ async def _start(rt: Runtime) -> None:
     s: NotifySettings = rt.settings  # type: ignore[assignment]
     http = httpx.AsyncClient(
         timeout=s.whatsapp_timeout_s,
-        limits=httpx.Limits(max_connections=s.send_concurrency * 2),
+        # keep-alive shorter than the server's (30 s here, 5 s uvicorn default) so a connection
+        # is never reused just as the server closes it (a ReadError on an accepted send)
+        limits=httpx.Limits(max_connections=s.send_concurrency * 2, keepalive_expiry=2.0),
     )
     rt.extras["http"] = http
     rt.extras["whatsapp"] = WhatsAppClient(

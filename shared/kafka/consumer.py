@@ -154,19 +154,62 @@ class EventConsumer:
             callback()
 
     async def _apply(self, records: Sequence[ConsumerRecord]) -> None:
-        applied = duplicates = dead = 0
+        outcomes = await self._apply_fast(records)
+        if outcomes is None:  # an event that cannot be applied: one savepoint per event
+            outcomes = await self._apply_each(records)
+        self.stats.applied += outcomes.count("applied")
+        self.stats.duplicates += outcomes.count("duplicate")
+        self.stats.dead_lettered += outcomes.count("dead")
+
+    async def _apply_fast(self, records: Sequence[ConsumerRecord]) -> list[str] | None:
+        """The common case, every event good: one transaction, one inbox INSERT for the whole
+        batch, no savepoints. None when an event does not parse or its handler raises (the
+        transaction is then rolled back whole and ``_apply_each`` isolates the culprit)."""
+        parsed = []
+        for record in records:
+            topic = record.topic.removeprefix(self.topic_prefix)
+            if record.value is None:
+                return None
+            try:
+                parsed.append((topic, parse_event(topic, record.value)))
+            except (ValidationError, UnsupportedEvent, ValueError):
+                return None
+        outcomes: list[str] = []
+        try:
+            async with self._pool().acquire() as conn, conn.transaction():
+                fresh = {
+                    r["event_id"]
+                    for r in await conn.fetch(
+                        "INSERT INTO inbox (consumer, event_id, topic)"
+                        " SELECT $1, e, t FROM unnest($2::uuid[], $3::text[]) AS x(e, t)"
+                        " ON CONFLICT DO NOTHING RETURNING event_id",
+                        self.group_id,
+                        [event.event_id for _, event in parsed],
+                        [topic for topic, _ in parsed],
+                    )
+                }
+                for topic, event in parsed:
+                    if event.event_id not in fresh:  # seen before, or twice in this batch
+                        outcomes.append("duplicate")
+                        continue
+                    fresh.discard(event.event_id)
+                    with structlog.contextvars.bound_contextvars(
+                        request_id=str(event.request_id),
+                        correlation_id=event.correlation_id,
+                        event_id=str(event.event_id),
+                        event_type=event.event_type,
+                    ):
+                        await self._handlers[topic](conn, event)
+                    outcomes.append("applied")
+        except TRANSIENT_DB_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 - rolled back; the slow path dead-letters the culprit
+            return None
+        return outcomes
+
+    async def _apply_each(self, records: Sequence[ConsumerRecord]) -> list[str]:
         async with self._pool().acquire() as conn, conn.transaction():
-            for record in records:
-                outcome = await self._apply_one(conn, record)
-                if outcome == "applied":
-                    applied += 1
-                elif outcome == "duplicate":
-                    duplicates += 1
-                else:
-                    dead += 1
-        self.stats.applied += applied
-        self.stats.duplicates += duplicates
-        self.stats.dead_lettered += dead
+            return [await self._apply_one(conn, record) for record in records]
 
     async def _apply_one(self, conn: asyncpg.Connection, record: ConsumerRecord) -> str:
         topic = record.topic.removeprefix(self.topic_prefix)
