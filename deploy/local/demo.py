@@ -15,6 +15,7 @@ import random
 import sys
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -116,10 +117,10 @@ async def run(n: int, timeout_s: float, intake: str, printing: str, seed: int | 
               f"  status: {body['status']}{' + COD paid' if body['cod_paid'] else ''}")
         t0 = None
         for step in body["timeline"]:
-            at = step["occurred_at"]
+            at = datetime.fromisoformat(step["occurred_at"]).strftime("%H:%M:%S.%f")[:12]
             t0 = t0 or at
             detail = ", ".join(f"{k}={v}" for k, v in step["detail"].items())
-            print(f"    {at[11:23]}  {step['event']:<20} {detail}")
+            print(f"    {at}  {step['event']:<20} {detail}")
     elapsed = time.monotonic() - started
     print(f"\n{delivered}/{n} requests delivered with COD paid in {elapsed:.1f}s")
     return 0 if delivered == n else 1
