@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 
 from shared.contracts.events import DocumentType
 from shared.settings import ServiceSettings
+from shared.whatsapp.settings import WhatsAppSettings
 
 Role = Literal["operator", "supervisor"]
 
@@ -50,7 +51,7 @@ def _dev_operators() -> list[OperatorSeed]:
     ]  # fmt: skip
 
 
-class IntakeSettings(ServiceSettings):
+class IntakeSettings(ServiceSettings, WhatsAppSettings):
     service_name: str = "intake"
     http_port: int = 8001
     # The courier's shipping fee, collected at the door; documents themselves are free by law.
@@ -83,14 +84,7 @@ class IntakeSettings(ServiceSettings):
     # Only behind a proxy that sets X-Forwarded-For itself; otherwise a client could pick its IP.
     trust_forwarded_for: bool = False
 
-    # ---- WhatsApp (same variables and defaults as notify and the sandbox) --------------------
-    whatsapp_base_url: str = "http://127.0.0.1:8090/whatsapp"
-    whatsapp_phone_number_id: str = "100000000000001"
-    whatsapp_access_token: str = "wa-dev-access-token"
-    whatsapp_api_version: str = "v21.0"
-    whatsapp_app_secret: str = "wa-dev-app-secret"
-    whatsapp_verify_token: str = "wa-dev-verify-token"
-    whatsapp_timeout_s: float = 10.0
+    # ---- WhatsApp: the whatsapp_* fields come from WhatsAppSettings (shared with notify) -----
     reply_retry_start_s: float = 1.0
     reply_retry_cap_s: float = 60.0
     reply_max_attempts: int = 8

@@ -3,21 +3,14 @@ from __future__ import annotations
 from pydantic import model_validator
 
 from shared.settings import ServiceSettings
+from shared.whatsapp.settings import WhatsAppSettings
 
 
-class NotifySettings(ServiceSettings):
+class NotifySettings(ServiceSettings, WhatsAppSettings):
     service_name: str = "notify"
     http_port: int = 8004
 
-    whatsapp_base_url: str = "http://127.0.0.1:8090/whatsapp"
-    whatsapp_phone_number_id: str = "100000000000001"
-    whatsapp_access_token: str = "wa-dev-access-token"
-    whatsapp_api_version: str = "v21.0"
-    # Webhook (status callbacks, inbound message times): Meta signs with the app secret and
-    # verifies the subscription with the verify token.
-    whatsapp_app_secret: str = "wa-dev-app-secret"
-    whatsapp_verify_token: str = "wa-dev-verify-token"
-    whatsapp_timeout_s: float = 10.0
+    # the whatsapp_* connection fields come from WhatsAppSettings (shared with intake)
     # Free text only if the 24-hour window is still open this long after the send.
     whatsapp_window_margin_s: float = 600.0
 
