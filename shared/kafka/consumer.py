@@ -7,7 +7,9 @@ The guarantees (DESIGN.md section 3) live here so every service gets them the sa
   transaction that applied it has committed. The handler never raises, so no later ``ack`` can
   commit past a message that was not applied.
 * **No effect happens twice.** Each event's ``(consumer, event_id)`` is inserted in the inbox in the
-  same savepoint as its effect; a duplicate is skipped.
+  same transaction as its effect; a duplicate is skipped. A batch whose events all parse and apply
+  goes in one transaction with one inbox insert (the common case); if any event fails, that
+  transaction is rolled back and the batch is applied again one savepoint per event.
 * **Poison messages do not block a partition.** A value that does not parse, a newer version, or a
   handler that rejects the event (a broken invariant, a bug) rolls back that event's savepoint; the
   message is written to the service's ``dead_letter`` table and, through the outbox, to its
