@@ -181,6 +181,11 @@ async def http(n: int, concurrency: int = 16) -> list[dict[str, Any]]:
 
             clients.append(("aiohttp, pool of 16", aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=16))))
+        if _importable("httpx_aiohttp"):
+            from httpx_aiohttp import AiohttpTransport
+
+            clients.append(("httpx on aiohttp (httpx_aiohttp), pool of 16", httpx.AsyncClient(
+                transport=AiohttpTransport(limits=httpx.Limits(max_connections=16)))))
         try:
             for name, client in clients:
                 slots = asyncio.Semaphore(concurrency)

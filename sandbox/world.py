@@ -22,6 +22,7 @@ from sandbox.callbacks import CallbackFact, occurred, signed_request
 from sandbox.scripts import Step
 from sandbox.settings import CodOrder, SandboxSettings
 from sandbox.state import CallbackRecord, FactKind, ScriptProgress, Shipment, State, utc_now
+from shared.http_client import outbound_client
 
 _ANSWER_PREVIEW_CHARS = 2000
 
@@ -75,13 +76,11 @@ class World:
         # Created on first use so the app also works without a lifespan (ASGITransport in tests).
         if self._client is None:
             n = self.settings.callback_concurrency
-            self._client = httpx.AsyncClient(
+            self._client = outbound_client(
                 base_url=self.settings.courier_url,
                 transport=self._transport,
                 timeout=httpx.Timeout(self.settings.callback_timeout_s),
-                limits=httpx.Limits(
-                    max_connections=n, max_keepalive_connections=n, keepalive_expiry=2.0
-                ),
+                max_connections=n,
             )
         return self._client
 

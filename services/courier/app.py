@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 from fastapi import FastAPI
 
+from shared.http_client import outbound_client
 from shared.runtime import Runtime, ServiceSpec, create_app
 
 from . import api, booking, cod, events, originals, service_levels, webhooks
@@ -17,10 +17,8 @@ from .settings import CourierSettings
 
 async def _start(rt: Runtime) -> None:
     s: CourierSettings = rt.settings  # type: ignore[assignment]
-    # keep-alive shorter than the partners' servers keep idle connections (see notify/app.py)
-    http = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=s.booking_concurrency * 2, keepalive_expiry=2.0)
-    )
+    # httpx API on aiohttp, keep-alive shorter than the partners' servers' (shared/http_client.py)
+    http = outbound_client(max_connections=s.booking_concurrency * 2)
     rt.extras["http"] = http
     rt.extras["partners"] = build_partners(
         http,

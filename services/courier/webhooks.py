@@ -95,9 +95,21 @@ async def apply_fact(
     fact: PartnerEvent,
     originals_days: timedelta = timedelta(days=7),
 ) -> None:
+    # the shipment first: its row lock orders concurrent callbacks of one parcel, and the
+    # callback row is written once, already naming the request
+    row = await conn.fetchrow(
+        "SELECT * FROM shipments WHERE waybill = $1 AND partner = $2 FOR UPDATE",
+        fact.waybill,
+        fact.partner,
+    )
+    if row is None:
+        # 404 rolls the transaction back, so the partner's retry is applied once we know the waybill
+        log.warning("partner callback rejected", partner=fact.partner, status=404,
+                    reason="unknown waybill", waybill=fact.waybill)
+        raise Problem(404, "Resi tidak dikenal / Unknown waybill", fact.waybill)
     fresh = await conn.fetchval(
         "INSERT INTO partner_callbacks (partner_event_id, partner, waybill, kind, occurred_at,"
-        " cod_amount, last_received_at) VALUES ($1, $2, $3, $4, $5, $6, now())"
+        " cod_amount, last_received_at, request_id) VALUES ($1, $2, $3, $4, $5, $6, now(), $7)"
         " ON CONFLICT DO NOTHING RETURNING true",
         fact.partner_event_id,
         fact.partner,
@@ -105,6 +117,7 @@ async def apply_fact(
         fact.kind,
         fact.occurred_at,
         fact.cod_amount,
+        row["request_id"],
     )
     if not fresh:
         # the partner sent this callback before: already applied; counted for reconciliation
@@ -116,21 +129,6 @@ async def apply_fact(
         log.info("duplicate partner callback", partner=fact.partner, waybill=fact.waybill,
                  partner_event_id=fact.partner_event_id)
         return
-    row = await conn.fetchrow(
-        "SELECT * FROM shipments WHERE waybill = $1 AND partner = $2 FOR UPDATE",
-        fact.waybill,
-        fact.partner,
-    )
-    if row is None:
-        # 404 rolls the transaction back, so the partner's retry is applied once we know the waybill
-        log.warning("partner callback rejected", partner=fact.partner, status=404,
-                    reason="unknown waybill", waybill=fact.waybill)
-        raise Problem(404, "Resi tidak dikenal / Unknown waybill", fact.waybill)
-    await conn.execute(
-        "UPDATE partner_callbacks SET request_id = $2 WHERE partner_event_id = $1",
-        fact.partner_event_id,
-        row["request_id"],
-    )
     state = ShipmentState(
         handed=row["handed"],
         cod_paid=row["cod_paid"],

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 from fastapi import FastAPI
 
 from shared.http import JsonBodyGuard
+from shared.http_client import outbound_client
 from shared.runtime import Runtime, ServiceSpec, create_app
 from shared.whatsapp.client import WhatsAppClient
 
-from . import api, events, replies, retention, tracking, whatsapp
+from . import api, events, replies, retention, shedding, tracking, whatsapp
 from .auth import seed_operators
 from .settings import IntakeSettings
 
@@ -21,7 +21,7 @@ async def _start(rt: Runtime) -> None:
     s: IntakeSettings = rt.settings  # type: ignore[assignment]
     async with rt.pool.acquire() as conn:
         await seed_operators(conn, s.intake_operators)
-    http = httpx.AsyncClient(timeout=s.whatsapp_timeout_s)
+    http = outbound_client(timeout=s.whatsapp_timeout_s)
     rt.extras["http"] = http
     rt.extras["whatsapp"] = WhatsAppClient(
         http,
@@ -45,7 +45,7 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
         migrations=Path(__file__).parent / "migrations",
         routers=[api.router, tracking.router, whatsapp.router],
         handlers=lambda rt: events.handlers(),
-        background=[replies.reply_sender, retention.retention_loop],
+        background=[replies.reply_sender, retention.retention_loop, shedding.load_sampler],
         on_start=_start,
         on_stop=_stop,
     )

@@ -69,7 +69,12 @@ async def run_once(
                 "DELETE FROM dead_letter WHERE created_at < $1", now - timedelta(days=days)
             ))  # fmt: skip
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            # the pool does not reset sessions (shared/db/pool.py): the lock must not outlive us
+            try:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            except BaseException:
+                conn.terminate()  # a closed session releases its locks
+                raise
     report["retention_days"] = days
     return report
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 from fastapi import FastAPI
 
+from shared.http_client import outbound_client
 from shared.runtime import Runtime, ServiceSpec, create_app
 from shared.whatsapp.client import WhatsAppClient
 
@@ -16,12 +16,8 @@ from .settings import NotifySettings
 
 async def _start(rt: Runtime) -> None:
     s: NotifySettings = rt.settings  # type: ignore[assignment]
-    http = httpx.AsyncClient(
-        timeout=s.whatsapp_timeout_s,
-        # keep-alive shorter than the server's (30 s here, 5 s uvicorn default) so a connection
-        # is never reused just as the server closes it (a ReadError on an accepted send)
-        limits=httpx.Limits(max_connections=s.send_concurrency * 2, keepalive_expiry=2.0),
-    )
+    # httpx API on aiohttp, keep-alive shorter than the server's (shared/http_client.py)
+    http = outbound_client(timeout=s.whatsapp_timeout_s, max_connections=s.send_concurrency * 2)
     rt.extras["http"] = http
     rt.extras["whatsapp"] = WhatsAppClient(
         http,

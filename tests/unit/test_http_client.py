@@ -1,0 +1,132 @@
+"""shared/http_client.py: httpx's API over aiohttp, and exceptions that tell 'not sent' from
+'maybe sent' (the WhatsApp sender relies on it to never send a message twice)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from shared.http_client import outbound_client
+from shared.whatsapp.client import WhatsAppClient, WhatsAppError
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A keep-alive HTTP/1.1 server that echoes JSON bodies."""
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length")), 0)
+        body = await reader.readexactly(length)
+        payload = b'{"echo": ' + body + b"}"
+        writer.write(b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nx-seen: a\r\n"
+                     b"x-seen: b\r\ncontent-length: " + str(len(payload)).encode() + b"\r\n\r\n"
+                     + payload)
+        await writer.drain()
+
+
+async def _hang_up_after_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+
+
+async def _never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(30)
+
+
+async def test_request_and_answer_round_trip() -> None:
+    async with serving(_answer) as url:
+        client = outbound_client(timeout=5.0)
+        try:
+            for n in range(3):  # the connection is reused
+                response = await client.post(f"{url}/x", json={"n": n})
+                assert response.status_code == 201
+                assert response.json() == {"echo": {"n": n}}
+                assert response.headers.get_list("x-seen") == ["a", "b"]
+                assert response.reason_phrase == "Created"
+        finally:
+            await client.aclose()
+
+
+async def test_refused_connection_is_a_connect_error_not_sent() -> None:
+    async with serving(_answer) as url:
+        pass  # closed: nothing listens on the port any more
+    client = outbound_client(timeout=2.0)
+    try:
+        with pytest.raises(httpx.ConnectError):
+            await client.post(f"{url}/x", json={})
+    finally:
+        await client.aclose()
+
+
+async def test_server_gone_after_the_request_is_maybe_sent() -> None:
+    async with serving(_hang_up_after_request) as url:
+        client = outbound_client(timeout=2.0)
+        try:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.post(f"{url}/x", json={})
+        finally:
+            await client.aclose()
+
+
+async def test_no_answer_in_time_is_a_read_timeout() -> None:
+    async with serving(_never_answer) as url:
+        client = outbound_client(timeout=0.3)
+        try:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post(f"{url}/x", json={})
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("handler", "ambiguous"),
+    [(_hang_up_after_request, True), (_never_answer, True)],
+)
+async def test_whatsapp_client_treats_a_lost_answer_as_ambiguous(
+    handler: Handler, ambiguous: bool
+) -> None:
+    async with serving(handler) as url:
+        http = outbound_client(timeout=0.3)
+        try:
+            client = WhatsAppClient(http, url, "123", "token", timeout_s=0.3)
+            with pytest.raises(WhatsAppError) as caught:
+                await client.send_text("+6281234567890", "halo")
+            assert caught.value.ambiguous is ambiguous
+            assert caught.value.transient
+        finally:
+            await http.aclose()
+
+
+async def test_whatsapp_client_refused_is_not_sent() -> None:
+    async with serving(_answer) as url:
+        pass
+    http = outbound_client(timeout=1.0)
+    try:
+        client = WhatsAppClient(http, url, "123", "token", timeout_s=1.0)
+        with pytest.raises(WhatsAppError) as caught:
+            await client.send_text("+6281234567890", "halo")
+        assert caught.value.ambiguous is False
+        assert "not sent" in caught.value.reason
+    finally:
+        await http.aclose()
