@@ -44,6 +44,8 @@ class ServiceSpec:
     # called once resources exist, before consuming starts (e.g. build httpx clients)
     on_start: Callable[[Runtime], Awaitable[None]] | None = None
     on_stop: Callable[[Runtime], Awaitable[None]] | None = None
+    # more fields for /health (e.g. intake's load shedding state)
+    health_extras: Callable[[Runtime], Mapping[str, Any]] | None = None
 
 
 class Runtime:
@@ -157,7 +159,7 @@ class Runtime:
             "outbox_backlog": pending,
             "outbox_relay_active": self.relay.is_leader,
             "consumer": self.consumer.stats.__dict__ if self.consumer else None,
-        }
+        } | (dict(self.spec.health_extras(self)) if self.spec.health_extras else {})
 
 
 def create_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:

@@ -4,7 +4,8 @@ Public: ``POST /requests``. Operators (``Authorization: Bearer``): ``POST /opera
 (walk-in and phone applicants), ``GET /requests/{id}`` (with the applicant's data; each read is
 recorded), ``GET /operator/requests``, ``GET /operator/capacity``; supervisors also
 ``POST /operator/retention/run``. Public tracking lives in ``tracking.py``, WhatsApp in
-``whatsapp.py``.
+``whatsapp.py``. Web registration is shed with a 429 while the pipeline is behind
+(``shedding.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .registration import (
     RegistrationRefused,
 )
 from .settings import IntakeSettings
+from .shedding import refuse_if_overloaded
 from .validation import normalize_tracking_code
 
 log = get_logger(__name__)
@@ -156,7 +158,12 @@ def _answer(done: Registered, settings: IntakeSettings) -> dict[str, Any]:
     }
 
 
-@router.post("/requests", status_code=201)
+# Load shedding first (shedding.py): while the pipeline is behind, a registration is refused with
+# 429 + Retry-After before its body is validated or the database is asked anything.
+SHED = [Depends(refuse_if_overloaded)]
+
+
+@router.post("/requests", status_code=201, dependencies=SHED)
 async def register_request(
     body: RegistrationIn, request: Request, idempotency_key: IdempotencyKey = None
 ) -> Any:
@@ -181,6 +188,7 @@ async def _limit_registrations(request: Request) -> None:
         await ratelimit.hit(conn, limit.bucket, window, now)
 
 
+# Not shed: the applicant is standing at the counter, and counter volume is bounded by the staff.
 @router.post("/operator/requests", status_code=201, tags=["operators"])
 async def register_on_behalf(
     body: OperatorRegistrationIn,

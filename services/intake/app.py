@@ -48,6 +48,7 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
         background=[replies.reply_sender, retention.retention_loop, shedding.load_sampler],
         on_start=_start,
         on_stop=_stop,
+        health_extras=shedding.health_extras,
     )
     app = create_app(spec, settings)
     # Outermost: oversized, non-JSON and malformed bodies never reach a route.

@@ -292,6 +292,16 @@ def refused_quota(conversation: Conversation, document_type: str, next_day: date
     return Step(conversation, (f"Maaf, kuota {name} untuk hari ini sudah penuh. {when}",))
 
 
+def refused_busy(conversation: Conversation, document_type: str) -> Step:
+    """Load shedding: nothing is registered, the draft is kept, the applicant sends YA later."""
+    name = DOCUMENT_NAMES[DocumentType(document_type)]
+    text = (
+        f"Maaf, sistem kami sedang sibuk melayani banyak permohonan. Data permohonan {name} Anda"
+        " sudah tersimpan: balas YA lagi dalam beberapa menit untuk mengirimnya."
+    )
+    return Step(conversation, (text,))
+
+
 def status_reply(tracking_code: str, view: Mapping[str, Any] | None) -> str:
     if view is None:
         return f"Kode lacak {tracking_code} tidak ditemukan untuk nomor WhatsApp ini."

@@ -60,10 +60,14 @@ async def exceeded(
     return next((lim for lim in limits if hits.get(lim.bucket, 0) >= lim.max_hits), None)
 
 
-def too_many(seconds: int, title: str = "Terlalu banyak percobaan / Too many attempts") -> Problem:
+def too_many(
+    seconds: int, title: str = "Terlalu banyak percobaan / Too many attempts",
+    detail: str | None = None, code: str | None = None,
+) -> Problem:  # fmt: skip
+    """A 429 with ``Retry-After``: rate limits here, load shedding (``shedding.py``) too."""
     return Problem(
-        429, title, f"Coba lagi dalam {seconds} detik / try again in {seconds} seconds",
-        headers={"Retry-After": str(seconds)},
+        429, title, detail or f"Coba lagi dalam {seconds} detik / try again in {seconds} seconds",
+        headers={"Retry-After": str(seconds)}, extra={"code": code} if code else None,
     )  # fmt: skip
 
 

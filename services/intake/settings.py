@@ -12,6 +12,8 @@ from shared.contracts.events import DocumentType
 from shared.settings import ServiceSettings
 from shared.whatsapp.settings import WhatsAppSettings
 
+from .overload import Thresholds
+
 Role = Literal["operator", "supervisor"]
 
 # Local runs and tests only: `INTAKE_OPERATORS` replaces these in any real deployment.
@@ -84,6 +86,20 @@ class IntakeSettings(ServiceSettings, WhatsAppSettings):
     # Only behind a proxy that sets X-Forwarded-For itself; otherwise a client could pick its IP.
     trust_forwarded_for: bool = False
 
+    # ---- load shedding (overload.py, shedding.py): 429 + Retry-After while the pipeline is
+    # behind. Consumer lag of the slowest downstream group, in events (0: not a signal, Kafka is
+    # not asked), and intake's unpublished outbox rows (0: not a signal); both 0: never shed.
+    intake_shed_lag_limit: int = Field(2000, ge=0)
+    intake_shed_backlog_limit: int = Field(1000, ge=0)
+    # Shedding stops only when every signal is at or below this share of its limit (hysteresis).
+    intake_shed_resume_ratio: float = Field(0.5, ge=0, lt=1)
+    # Retry-After: the floor at the limit, growing with how far over it, up to the cap.
+    intake_shed_retry_after_min_s: int = Field(5, ge=1)
+    intake_shed_retry_after_max_s: int = Field(60, ge=1)
+    intake_shed_sample_interval_s: float = Field(1.5, gt=0)
+    # Services whose consumer groups (KAFKA_GROUP_PREFIX + name) are watched: JSON list.
+    intake_shed_groups: list[str] = Field(default_factory=lambda: ["printing", "courier", "notify"])
+
     # ---- WhatsApp: the whatsapp_* fields come from WhatsAppSettings (shared with notify) -----
     reply_retry_start_s: float = 1.0
     reply_retry_cap_s: float = 60.0
@@ -120,6 +136,24 @@ class IntakeSettings(ServiceSettings, WhatsAppSettings):
             if any(v < 0 for v in day.values()):
                 raise ValueError("a daily quota cannot be negative")
         return value
+
+    @model_validator(mode="after")
+    def _shed_retry_after(self) -> IntakeSettings:
+        if self.intake_shed_retry_after_min_s > self.intake_shed_retry_after_max_s:
+            raise ValueError(
+                "INTAKE_SHED_RETRY_AFTER_MIN_S cannot exceed INTAKE_SHED_RETRY_AFTER_MAX_S"
+            )
+        return self
+
+    @property
+    def shed_thresholds(self) -> Thresholds:
+        return Thresholds(
+            lag_limit=self.intake_shed_lag_limit,
+            backlog_limit=self.intake_shed_backlog_limit,
+            resume_ratio=self.intake_shed_resume_ratio,
+            retry_after_min_s=self.intake_shed_retry_after_min_s,
+            retry_after_max_s=self.intake_shed_retry_after_max_s,
+        )
 
     @property
     def zone(self) -> ZoneInfo:

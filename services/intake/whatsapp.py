@@ -38,6 +38,7 @@ from .ratelimit import Limit
 from .registration import Caller, DailyQuotaFull, OpenRequestExists
 from .replies import WAKER, queue_reply
 from .settings import IntakeSettings
+from .shedding import busy_retry_after
 from .tracking import public_view
 from .validation import InvalidPhone, normalize_phone
 
@@ -228,6 +229,10 @@ async def _register(
         return conv.Step(conv.Conversation(), (again,))
     caller = Caller(channel="whatsapp", intake_via="whatsapp", causation_id=wamid)
     doc = body.document_type.value
+    if (wait := busy_retry_after(rt)) is not None:
+        # Meta still gets its 200 (a 429 would only make it redeliver); the applicant is told
+        log.info("whatsapp registration deferred: load shedding", retry_after_s=wait)
+        return conv.refused_busy(at_confirm, doc)
     try:
         done = await registration.register(
             conn, settings=s, schema=rt.schema, body=body, caller=caller, phone_override=phone
