@@ -44,6 +44,9 @@ class ServiceSpec:
     # called once resources exist, before consuming starts (e.g. build httpx clients)
     on_start: Callable[[Runtime], Awaitable[None]] | None = None
     on_stop: Callable[[Runtime], Awaitable[None]] | None = None
+    # the wakers (``Runtime.waker``) to set after a consumed batch commits, for loops that work
+    # on what consuming wrote; None: all of them
+    wake_after_consume: list[str] | None = None
     # more fields for /health (e.g. intake's load shedding state)
     health_extras: Callable[[Runtime], Mapping[str, Any]] | None = None
 
@@ -83,9 +86,13 @@ class Runtime:
 
     def _wake_all(self) -> None:
         # Not the outbox relay: a transaction that adds outbox rows wakes it by pg_notify when it
-        # commits; waking it after every batch made it query an empty outbox each time.
-        for event in self.wakers.values():
-            event.set()
+        # commits; waking it after every batch made it query an empty outbox each time. Nor a
+        # loop that consuming never feeds (``ServiceSpec.wake_after_consume``): each wake-up is a
+        # claim query.
+        names = self.spec.wake_after_consume
+        for name, event in self.wakers.items():
+            if names is None or name in names:
+                event.set()
 
     async def start(self) -> None:
         s = self.settings

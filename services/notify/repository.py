@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -49,6 +50,87 @@ async def mark_sent(
         notification_id, wamid, kind, template, body,
     )
     await _fold_statuses(conn, note)  # callbacks may have come before the answer
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A message the Cloud API accepted (its answer), to be stored by ``mark_sent_many``."""
+
+    notification_id: int
+    request_id: Any
+    wamid: str
+    kind: str | None = None
+    template: str | None = None
+    body: str | None = None
+
+
+_UNSENT = "('pending', 'sending', 'unconfirmed')"
+
+# mark_sent for many rows in one statement. The wamid condition is mark_sent's duplicate check
+# (re-evaluated on the locked row's latest version); the EXISTS tell the caller whether callbacks
+# came before the answer (fold them) and whether the recipient's next message may now be due.
+_MARK_SENT_MANY = f"""
+UPDATE notifications n
+SET status = 'sent', wamid = s.wamid, kind = COALESCE(s.kind, n.kind),
+    template = COALESCE(s.template, n.template), body = COALESCE(s.body, n.body),
+    sent_at = COALESCE(n.sent_at, now()), claimed_until = NULL, claim_token = NULL,
+    error = NULL, source = NULL
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+    AS s(id, wamid, kind, template, body)
+WHERE n.id = s.id AND (n.wamid IS NULL OR n.wamid = s.wamid)
+RETURNING n.id, n.request_id, n.status, n.wamid, n.kind, n.wa_status, n.wa_status_at, n.wa_error,
+    EXISTS (SELECT 1 FROM whatsapp_statuses w WHERE w.wamid = n.wamid) AS has_statuses,
+    EXISTS (SELECT 1 FROM notifications e
+            WHERE e.request_id = n.request_id AND e.recipient = n.recipient AND e.id <> n.id
+              AND e.status IN {_UNSENT}) AS has_next
+"""
+
+
+async def mark_sent_many(conn: asyncpg.Connection, sent: Sequence[Accepted]) -> bool:
+    """``mark_sent`` for many answers at once: one statement in the common case.
+
+    Call inside a transaction. Returns whether a message may have become due by it (the next
+    message of a stored one's recipient, or a free text re-armed as a template).
+    """
+    if not sent:
+        return False
+    if len({a.notification_id for a in sent}) < len(sent):
+        # one notification twice (claimed again while its first answer waited for the
+        # database): one at a time, so the second is reported as the duplicate it is
+        for a in sent:
+            await mark_sent(conn, a.notification_id, a.wamid, kind=a.kind, template=a.template,
+                            body=a.body)
+        return True
+    ordered = sorted(sent, key=lambda a: a.notification_id)  # one lock order
+    notes = await conn.fetch(
+        _MARK_SENT_MANY,
+        [a.notification_id for a in ordered],
+        [a.wamid for a in ordered],
+        [a.kind for a in ordered],
+        [a.template for a in ordered],
+        [a.body for a in ordered],
+    )
+    due = False
+    for note in notes:
+        due = due or note["has_next"]
+        if note["has_statuses"]:
+            due = bool(await _fold_statuses(conn, note)) or due  # callbacks before the answer
+    if len(notes) < len(ordered):
+        stored = {note["id"] for note in notes}
+        left = [a for a in ordered if a.notification_id not in stored]
+        rows = await conn.fetch(
+            "SELECT id, request_id, wamid FROM notifications WHERE id = ANY($1::bigint[])",
+            [a.notification_id for a in left],
+        )
+        current = {row["id"]: row for row in rows}
+        for a in left:
+            row = current.get(a.notification_id)
+            if row is not None and row["wamid"] is not None and row["wamid"] != a.wamid:
+                log.error(
+                    "a second message was accepted for one notification (the duplicate window)",
+                    request_id=str(row["request_id"]), wamid=a.wamid, first_wamid=row["wamid"],
+                )
+    return due
 
 
 async def record_statuses(conn: asyncpg.Connection, statuses: Sequence[MessageStatus]) -> int:

@@ -12,7 +12,8 @@ the request left and before ``sent`` was stored. The Cloud API has no idempotenc
 cannot be closed, only narrowed:
 
 * the window is one HTTP call per message, and a lost database after the answer is retried in
-  memory (``_store_sent``), not by sending again;
+  memory (``SentStore``), not by sending again; at shutdown the sends on the wire are waited for
+  and their answers stored before the loop returns;
 * an unanswered send is not repeated at once: the row waits ``SEND_CONFIRM_WAIT_S`` (after a
   timeout, or after its claim ran out when its sender died) for a status callback naming it,
   which marks it sent;
@@ -29,13 +30,25 @@ the row.
 **Order.** A recipient's messages go out in the order of their facts: a row is due only when no
 earlier row of the same request and recipient is still unsent. A message waits until its recipient
 is known (request-registered can be consumed after a later event).
+
+**Batches** (CPU: a transaction costs more than the row it writes). Answers go to an in-memory
+queue; one task (``SentStore``) stores everything queued in one transaction
+(``repository.mark_sent_many``: one UPDATE over arrays), as soon as the previous store is done, so
+a lone answer is stored at once. A recipient's next message becomes due only when that commits,
+so the store then wakes the sender: when a stored row has an unsent successor, or when a claim
+ran while the store was pending (it may have missed a successor noted meanwhile). The sender
+claims when woken, when its last claim may have left due rows behind and half the slots (or all)
+are free, and every second (backoffs and confirm waits running out), not after every send.
+Failures (a retry, the confirm wait, giving up) are stored one row at a time: they are rare.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +63,7 @@ from shared.privacy import mask_phone
 from shared.whatsapp.client import WhatsAppClient, WhatsAppError
 
 from .domain import callback_ref, message_kind, retry_delay
-from .repository import mark_sent
+from .repository import Accepted, mark_sent_many
 from .templates import TEMPLATES, context, params_for, render
 
 if TYPE_CHECKING:
@@ -91,20 +104,41 @@ RETURNING n.id, n.event_id, n.request_id, n.event_type, n.event_data, n.attempts
     ) AS last_inbound_at
 """
 
+# A claim costs as much for one row as for sixteen: after the first, claim only once this share of
+# the slots is free (or none is busy), not after every finished send.
+_CLAIM_WHEN_FREE = 0.5
+_CLAIM_EVERY_S = 1.0  # and at least this often: rows whose backoff or confirm wait ran out
+
+
 async def sender_loop(rt: Runtime) -> None:
-    """Keep up to ``SEND_CONCURRENCY`` sends in flight; claim more as slots free up."""
+    """Keep up to ``SEND_CONCURRENCY`` sends in flight; store their answers in batches.
+
+    Claims when woken (new rows, a store that made a recipient's next message due, a re-armed
+    row), when the last claim may have left due rows behind and enough slots are free, or every
+    ``_CLAIM_EVERY_S``.
+    """
     wake = rt.waker("sender")
     client: WhatsAppClient = rt.extras["whatsapp"]
-    capacity = rt.settings.send_concurrency
+    s = rt.settings
+    capacity = s.send_concurrency
+    enough = max(1, int(capacity * _CLAIM_WHEN_FREE))
+    loop = asyncio.get_running_loop()
+    stores = SentStore(rt, wake)
     inflight: set[asyncio.Task[None]] = set()
+    more = True  # due rows may be waiting that the last claim did not take
+    last_claim = float("-inf")
     try:
         while True:
-            wake.clear()
+            if wake.is_set():
+                wake.clear()
+                more = True
             free = capacity - len(inflight)
-            if free > 0:
+            timer = loop.time() - last_claim >= _CLAIM_EVERY_S
+            if free > 0 and (timer or (more and (free >= enough or not inflight))):
                 token = uuid.uuid4()
+                stores.claims += 1
+                last_claim = loop.time()
                 try:
-                    s = rt.settings
                     claimed = await rt.pool.fetch(
                         _CLAIM, free, s.send_claim_s, token, s.send_confirm_wait_s
                     )
@@ -116,31 +150,123 @@ async def sender_loop(rt: Runtime) -> None:
                     log.exception("sender error")
                     await asyncio.sleep(1.0)
                     continue
+                more = len(claimed) == free
                 for row in claimed:
-                    task = asyncio.create_task(_deliver(rt, client, row, token))
+                    task = asyncio.create_task(_deliver(rt, client, row, token, stores))
                     inflight.add(task)
                     task.add_done_callback(inflight.discard)
-            # A finished send may make the recipient's next message due: look again then, on a
-            # wake-up (new rows, a re-armed row) or after a second.
+            # A finished send frees a slot; the recipient's next message becomes due only once its
+            # store commits, and the store wakes us then.
+            free = capacity - len(inflight)
+            timeout = None if free == 0 else max(0.0, last_claim + _CLAIM_EVERY_S - loop.time())
             waker = asyncio.ensure_future(wake.wait())
             try:
                 await asyncio.wait(
-                    {waker, *inflight}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                    {waker, *inflight}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
                 waker.cancel()
     finally:
-        # Stopping: let the sends already on the wire finish and be stored rather than leave
-        # them to the confirm window.
+        # Stopping: let the sends already on the wire finish and their answers be stored rather
+        # than leave them to the confirm window.
+        grace = s.whatsapp_timeout_s + 2
         if inflight:
-            await asyncio.wait(inflight, timeout=rt.settings.whatsapp_timeout_s + 2)
+            await asyncio.wait(inflight, timeout=grace)
+        await stores.close(grace)
+
+
+class SentStore:
+    """Accepted sends waiting to be stored, and the one task that stores them.
+
+    Everything queued while the previous store ran is stored in one transaction
+    (``mark_sent_many``). The database being away is retried here, never by sending again.
+    """
+
+    def __init__(self, rt: Runtime, wake: asyncio.Event) -> None:
+        self.rt = rt
+        self.wake = wake
+        # Claims the sender started. One that ran after a send was queued and before its store
+        # committed may have found the recipient's next message not yet due: wake the sender.
+        self.claims = 0
+        self._queue: list[tuple[Accepted, int]] = []
+        self._storing: list[tuple[Accepted, int]] = []
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._task = asyncio.create_task(self._run(), name="notify-sent-store")
+
+    def put(self, accepted: Accepted) -> None:
+        self._queue.append((accepted, self.claims))
+        self._ready.set()
+
+    async def close(self, timeout_s: float) -> None:
+        """Store what is queued, then stop; give up (and say so) after ``timeout_s``."""
+        self._closing = True
+        self._ready.set()
+        await asyncio.wait({self._task}, timeout=timeout_s)
+        if not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        left = self._unstored
+        if left:
+            # still 'sending': after the claim and the confirm wait, status callbacks confirm them
+            log.error("accepted messages not stored at shutdown", count=len(left),
+                      request_ids=[str(a.request_id) for a in left],
+                      wamids=[a.wamid for a in left])
+
+    @property
+    def _unstored(self) -> list[Accepted]:
+        return [a for a, _ in self._storing + self._queue]
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            batch, self._queue = self._queue, []
+            self._storing = batch
+            due = await self._store(batch)
+            self._storing = []
+            if due or any(seen != self.claims for _, seen in batch):
+                self.wake.set()
+
+    async def _store(self, batch: list[tuple[Accepted, int]]) -> bool:
+        """Store ``batch`` in one transaction; True if a message may have become due by it."""
+        delay = 0.2
+        while True:
+            try:
+                async with self.rt.pool.acquire() as conn, conn.transaction():
+                    return await mark_sent_many(conn, [a for a, _ in batch])
+            except TRANSIENT_DB_ERRORS as exc:
+                log.warning("sent messages not stored yet, retrying", error=repr(exc),
+                            retry_in_s=delay, count=len(batch))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                if len(batch) == 1:
+                    # left 'sending': after the claim and the confirm wait, a status callback
+                    # confirms it (as when the sender dies)
+                    log.exception("sent message not stored", wamid=batch[0][0].wamid,
+                                  request_id=str(batch[0][0].request_id))
+                    return True
+                # not the database being away: one at a time, so one bad row cannot keep the
+                # others unstored
+                log.exception("sent messages not stored together, storing one at a time",
+                              count=len(batch))
+                due = False
+                for item in batch:
+                    due = await self._store([item]) or due
+                return due
 
 
 async def _deliver(
-    rt: Runtime, client: WhatsAppClient, row: asyncpg.Record, token: uuid.UUID
+    rt: Runtime, client: WhatsAppClient, row: asyncpg.Record, token: uuid.UUID, stores: SentStore
 ) -> None:
     try:
-        await send_one(rt, client, row, token)
+        await send_one(rt, client, row, token, stores.put)
     except TRANSIENT_DB_ERRORS as exc:
         # the claim runs out and the row is looked at again (a status callback may settle it)
         log.warning("notification state not stored, it will be looked at again", error=repr(exc),
@@ -175,8 +301,13 @@ def compose(
 
 
 async def send_one(
-    rt: Runtime, client: WhatsAppClient, row: asyncpg.Record, token: uuid.UUID
+    rt: Runtime,
+    client: WhatsAppClient,
+    row: asyncpg.Record,
+    token: uuid.UUID,
+    store: Callable[[Accepted], None],
 ) -> None:
+    """Send one claimed row; an accepted message goes to ``store`` (``SentStore.put``)."""
     s = rt.settings
     if row["attempts"] > s.send_max_attempts:  # claimed again and again: the sender keeps dying
         await give_up(rt, row, token, "claimed too many times without an answer")
@@ -194,7 +325,8 @@ async def send_one(
     except WhatsAppError as exc:
         await _failed_attempt(rt, row, token, exc)
         return
-    await _store_sent(rt, row, wamid, kind, template if kind == "template" else None, text)
+    store(Accepted(row["id"], row["request_id"], wamid, kind,
+                   template if kind == "template" else None, text))
     log.info("whatsapp sent", request_id=str(row["request_id"]), event_type=row["event_type"],
              recipient=row["recipient"], kind=kind, to=mask_phone(phone), wamid=wamid)
 
@@ -230,23 +362,6 @@ async def _failed_attempt(
         await give_up(rt, row, token, reason)
 
 
-async def _store_sent(
-    rt: Runtime, row: asyncpg.Record, wamid: str, kind: str, template: str | None, text: str
-) -> None:
-    """Record the accepted message. The database may be away: retry here, never resend."""
-    delay = 0.2
-    while True:
-        try:
-            async with rt.pool.acquire() as conn, conn.transaction():
-                await mark_sent(conn, row["id"], wamid, kind=kind, template=template, body=text)
-            return
-        except TRANSIENT_DB_ERRORS as exc:
-            log.warning("sent message not stored yet, retrying", error=repr(exc), retry_in_s=delay,
-                        request_id=str(row["request_id"]), wamid=wamid)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
 async def give_up(rt: Runtime, row: asyncpg.Record, token: uuid.UUID, reason: str) -> None:
     """Mark the notification failed and dead-letter its event, in one transaction.
 
@@ -264,6 +379,7 @@ async def give_up(rt: Runtime, row: asyncpg.Record, token: uuid.UUID, reason: st
             return
         if failed["source"] is not None:
             await dead_letter_send(conn, rt, row, failed["source"], reason)
+    rt.waker("sender").set()  # the recipient's next message is due now
     log.error("whatsapp message given up, dead-lettered", reason=reason,
               request_id=str(row["request_id"]), event_type=row["event_type"])
 

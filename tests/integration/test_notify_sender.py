@@ -1,0 +1,375 @@
+"""Notify's sender loop on real PostgreSQL: answers stored in batches, claims not after every send,
+a refused store retried and never resent, stores flushed at shutdown, a recipient's order.
+
+The loop runs alone (no Kafka, no HTTP) with a stand-in Cloud API that counts what it was asked
+to send; rows are written as the consumer writes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.notify import sender
+from services.notify.repository import Accepted, mark_sent, mark_sent_many
+from services.notify.settings import NotifySettings
+from shared.contracts import topics
+from shared.db.pool import create_pool, migrate
+
+pytestmark = pytest.mark.integration
+
+MIGRATIONS = Path(sender.__file__).parent / "migrations"
+ORDER = [topics.REQUEST_REGISTERED, topics.DOCUMENT_PRINTED, topics.HANDED_TO_COURIER,
+         topics.COD_PAID, topics.DELIVERED]
+
+
+class CloudApi:
+    """Accepts every message (once ``gate`` is open; with ``spacing``, answers one at a time that
+    far apart); remembers each request."""
+
+    def __init__(self, gate: asyncio.Event | None = None, spacing: float = 0.0) -> None:
+        self.gate = gate
+        self.spacing = spacing
+        self._one_at_a_time = asyncio.Lock()
+        self.sent: list[str] = []  # callback references, in the order the requests left
+        self.wamids: dict[str, str] = {}
+
+    async def _send(self, ref: str | None) -> str:
+        assert ref is not None
+        self.sent.append(ref)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.spacing:
+            async with self._one_at_a_time:
+                await asyncio.sleep(self.spacing)
+        wamid = f"wamid.{uuid.uuid4().hex}"
+        self.wamids[ref] = wamid
+        return wamid
+
+    async def send_text(self, to: str, body: str, callback_data: str | None = None) -> str:
+        return await self._send(callback_data)
+
+    async def send_template(self, to: str, template: str, params: list[str],
+                            language: str = "id", callback_data: str | None = None) -> str:
+        return await self._send(callback_data)
+
+
+class CountingPool:
+    """The pool, counting claims and transactions (``acquire``: the stores, give-ups)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.claims = 0
+        self.acquires = 0
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        if "SKIP LOCKED" in sql:
+            self.claims += 1
+        return await self.pool.fetch(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return await self.pool.execute(sql, *args)
+
+    def acquire(self) -> Any:
+        self.acquires += 1
+        return self.pool.acquire()
+
+
+class Rt:
+    """What the sender loop uses of a ``Runtime``."""
+
+    def __init__(self, pool: asyncpg.Pool, api: CloudApi, **settings: Any) -> None:
+        self.pool = CountingPool(pool)
+        self.settings = NotifySettings(
+            whatsapp_timeout_s=1.0, send_claim_s=5.0, send_confirm_wait_s=5.0, **settings
+        )
+        self.extras: dict[str, Any] = {"whatsapp": api}
+        self.wakers: dict[str, asyncio.Event] = {}
+        self.schema = "notify"
+
+    def waker(self, name: str) -> asyncio.Event:
+        return self.wakers.setdefault(name, asyncio.Event())
+
+
+@pytest.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    schema = f"notify_{uuid.uuid4().hex[:8]}"
+    await migrate(database, schema, MIGRATIONS)
+    pool = await create_pool(database, schema, 2, 10)
+    yield pool
+    async with pool.acquire() as conn:
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    await pool.close()
+
+
+async def add_request(pool: asyncpg.Pool, events: list[str]) -> uuid.UUID:
+    """A registered request and one pending message per event (in this order of facts)."""
+    request_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO recipients (request_id, phone, name, tracking_code, document_type,"
+            " partner, cod_fee, requirement_documents, registered_at)"
+            " VALUES ($1, '+6281234560001', 'Siti', 'KTM-TEST', 'ktp_el', 'jnt', 20000,"
+            " '[]'::jsonb, $2)",
+            request_id, now,
+        )
+        for i, event_type in enumerate(events):
+            await add_message(conn, request_id, event_type, now + timedelta(seconds=i))
+    return request_id
+
+
+async def add_message(
+    conn: Any, request_id: uuid.UUID, event_type: str, occurred_at: datetime
+) -> uuid.UUID:
+    event_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO notifications (event_id, request_id, event_type, occurred_at, event_data,"
+        " source) VALUES ($1, $2, $3, $4, '{}'::jsonb, '{}')",
+        event_id, request_id, event_type, occurred_at,
+    )
+    return event_id
+
+
+@contextlib.asynccontextmanager
+async def running(rt: Rt) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(sender.sender_loop(rt))  # type: ignore[arg-type]
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def until(predicate: Callable[[], Any], timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def all_sent(pool: asyncpg.Pool, count: int) -> Callable[[], Any]:
+    async def check() -> bool:
+        n = await pool.fetchval("SELECT count(*) FROM notifications WHERE status = 'sent'")
+        return bool(n == count)
+
+    return check
+
+
+class StoreSpy:
+    """Wraps ``mark_sent_many`` in the sender: batch sizes, and failures to inject."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: list[BaseException] | None = None):
+        self.batches: list[int] = []
+        self.fail = list(fail or [])
+        self.hook: Callable[[Any], Any] | None = None
+        monkeypatch.setattr(sender, "mark_sent_many", self)
+
+    async def __call__(self, conn: Any, sent: list[Accepted]) -> bool:
+        self.batches.append(len(sent))
+        due = await mark_sent_many(conn, sent)  # written, then rolled back if it fails below
+        if self.hook is not None:
+            await self.hook(conn)
+        if self.fail:
+            raise self.fail.pop(0)
+        return due
+
+
+async def test_sends_that_complete_together_are_stored_in_one_transaction(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = asyncio.Event()
+    api = CloudApi(gate)
+    rt = Rt(pool, api, send_concurrency=16)
+    spy = StoreSpy(monkeypatch)
+    for _ in range(12):
+        await add_request(pool, [topics.REQUEST_REGISTERED])
+    async with running(rt):
+        await until(lambda: asyncio.sleep(0, len(api.sent) == 12))
+        before = rt.pool.acquires
+        gate.set()
+        await until(all_sent(pool, 12))
+        assert spy.batches == [12]
+        assert rt.pool.acquires - before == 1  # one transaction for the twelve
+    rows = await pool.fetch("SELECT * FROM notifications")
+    assert sorted(api.sent) == sorted(f"{r['event_id']}/applicant" for r in rows)  # once each
+    for r in rows:
+        assert r["wamid"] == api.wamids[f"{r['event_id']}/applicant"]
+        assert r["kind"] == "template" and r["template"] and r["body"]
+        assert r["sent_at"] is not None and r["source"] is None and r["error"] is None
+        assert r["claim_token"] is None and r["claimed_until"] is None and r["attempts"] == 1
+
+
+async def test_a_store_the_database_refused_is_retried_and_never_resent(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = CloudApi()
+    rt = Rt(pool, api)
+    spy = StoreSpy(
+        monkeypatch,
+        fail=[ConnectionResetError("db away"), asyncpg.exceptions.ConnectionDoesNotExistError()],
+    )
+    for _ in range(5):
+        await add_request(pool, [topics.REQUEST_REGISTERED])
+    async with running(rt):
+        await until(all_sent(pool, 5))
+    assert len(spy.batches) >= 3  # two refused (rolled back), then stored
+    assert len(api.sent) == len(set(api.sent)) == 5  # no message sent twice
+    rows = await pool.fetch("SELECT event_id, wamid FROM notifications")
+    assert {r["wamid"] for r in rows} == set(api.wamids.values())
+
+
+async def test_stopping_waits_for_the_sends_and_stores_their_answers(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = asyncio.Event()
+    api = CloudApi(gate)
+    rt = Rt(pool, api)
+    StoreSpy(monkeypatch, fail=[ConnectionResetError("db away at shutdown")])
+    for _ in range(4):
+        await add_request(pool, [topics.REQUEST_REGISTERED])
+    task = asyncio.create_task(sender.sender_loop(rt))  # type: ignore[arg-type]
+    await until(lambda: asyncio.sleep(0, len(api.sent) == 4))
+    task.cancel()  # the service stops with four sends on the wire
+    await asyncio.sleep(0.05)
+    gate.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert await all_sent(pool, 4)()  # stored before the loop returned, despite a refused store
+    assert len(api.sent) == 4
+
+
+async def test_a_recipients_messages_go_out_in_order_without_waiting_for_the_timer(
+    pool: asyncpg.Pool,
+) -> None:
+    api = CloudApi()
+    rt = Rt(pool, api)
+    await add_request(pool, ORDER)
+    events = [r["event_id"] for r in await pool.fetch(
+        "SELECT event_id FROM notifications ORDER BY occurred_at")]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with running(rt):
+        await until(all_sent(pool, len(ORDER)))
+        elapsed = loop.time() - start
+    assert api.sent == [f"{e}/applicant" for e in events]
+    # each message is due only once the previous one is stored: the store wakes the sender
+    # (the 1 s timer would take 4 s)
+    assert elapsed < 0.8, elapsed
+
+
+async def test_a_message_noted_while_its_predecessor_is_being_stored_is_not_late(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer commits the next message (and wakes the sender) after the store's UPDATE
+    and before its commit: the sender's claim cannot see it due, the store must wake it."""
+    api = CloudApi()
+    rt = Rt(pool, api)
+    spy = StoreSpy(monkeypatch)
+    request_id = await add_request(pool, [topics.REQUEST_REGISTERED])
+    noted: dict[str, float] = {}
+
+    async def consumer_commits_meanwhile(conn: Any) -> None:
+        if noted:
+            return
+        async with pool.acquire() as other:
+            await add_message(other, request_id, topics.DOCUMENT_PRINTED, datetime.now(UTC))
+        rt.waker("sender").set()  # the consumer's after-commit wake
+        await asyncio.sleep(0.1)  # the sender claims now, while this store is not committed
+        noted["at"] = asyncio.get_running_loop().time()
+
+    spy.hook = consumer_commits_meanwhile
+    async with running(rt):
+        await until(all_sent(pool, 2))
+        late = asyncio.get_running_loop().time() - noted["at"]
+    assert rt.pool.claims >= 2
+    assert late < 0.5, late  # not left to the 1 s timer
+
+
+async def test_a_claim_is_not_made_after_every_finished_send(pool: asyncpg.Pool) -> None:
+    api = CloudApi(spacing=0.01)  # a backlog, and answers 10 ms apart
+    rt = Rt(pool, api, send_concurrency=8)
+    for _ in range(32):
+        await add_request(pool, [topics.REQUEST_REGISTERED])
+    async with running(rt):
+        await until(all_sent(pool, 32))
+    assert len(api.sent) == 32
+    # a claim once half the slots are free (4 sends), not after each of the 32
+    assert rt.pool.claims <= 14, rt.pool.claims
+
+
+# ---- mark_sent_many writes what mark_sent writes ------------------------------------------------
+
+
+async def test_mark_sent_many_writes_what_mark_sent_writes(pool: asyncpg.Pool) -> None:
+    """Twin rows, one stored by each: answers, callbacks that came first (folded), a free text
+    refused outside the window (re-armed as a template), a second wamid (not taken)."""
+    cases = ["plain", "delivered_first", "refused_text", "second_wamid"]
+    twins: dict[str, list[int]] = {}
+    for case in cases:
+        ids = []
+        for _ in range(2):
+            await add_request(pool, [topics.REQUEST_REGISTERED, topics.DOCUMENT_PRINTED])
+            ids.append(await pool.fetchval(
+                "SELECT id FROM notifications WHERE event_type = $1 ORDER BY id DESC LIMIT 1",
+                topics.REQUEST_REGISTERED))
+        twins[case] = ids
+    answers: dict[int, Accepted] = {}
+    for case, ids in twins.items():
+        for nid in ids:
+            wamid = f"wamid.{case}.{nid}"
+            kind = "text" if case == "refused_text" else "template"
+            answers[nid] = Accepted(nid, None, wamid, kind, None if kind == "text" else "t", "b")
+            if case == "delivered_first":
+                await _status(pool, wamid, "delivered")
+            elif case == "refused_text":
+                error = {"code": 131047, "title": "Re-engagement", "message": None, "details": None}
+                await _status(pool, wamid, "failed", [error])
+            elif case == "second_wamid":
+                await pool.execute("UPDATE notifications SET wamid = $2 WHERE id = $1",
+                                   nid, f"wamid.first.{nid}")
+    async with pool.acquire() as conn, conn.transaction():
+        for case, (one, _) in twins.items():
+            a = answers[one]
+            await mark_sent(conn, one, a.wamid, kind=a.kind, template=a.template, body=a.body)
+        due = await mark_sent_many(conn, [answers[many] for _, many in twins.values()])
+    assert due  # a successor waits (document-printed) and a text was re-armed
+
+    columns = ("status", "kind", "template", "body", "error", "source", "claim_token",
+               "wa_status", "wa_error", "force_template")
+    for case, (one, many) in twins.items():
+        a = await pool.fetchrow("SELECT * FROM notifications WHERE id = $1", one)
+        b = await pool.fetchrow("SELECT * FROM notifications WHERE id = $1", many)
+        assert a is not None and b is not None
+        assert {c: a[c] for c in columns} == {c: b[c] for c in columns}, case
+        assert (a["sent_at"] is None) == (b["sent_at"] is None), case
+        for row, nid in ((a, one), (b, many)):
+            expected = {"second_wamid": f"wamid.first.{nid}", "refused_text": None}
+            assert row["wamid"] == expected.get(case, answers[nid].wamid), case
+    delivered = await pool.fetchrow("SELECT * FROM notifications WHERE id = $1",
+                                    twins["delivered_first"][1])
+    assert delivered["status"] == "sent" and delivered["wa_status"] == "delivered"
+    refused = await pool.fetchrow("SELECT * FROM notifications WHERE id = $1",
+                                  twins["refused_text"][1])
+    assert refused["status"] == "pending" and refused["force_template"]
+
+
+async def _status(pool: asyncpg.Pool, wamid: str, status: str,
+                  errors: list[dict[str, Any]] | None = None) -> None:
+    await pool.execute(
+        "INSERT INTO whatsapp_statuses (wamid, status, occurred_at, errors)"
+        " VALUES ($1, $2, now(), $3::jsonb)",
+        wamid, status, json.dumps(errors or []),
+    )
+
