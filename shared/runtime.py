@@ -121,6 +121,8 @@ class Runtime:
                 max_records=s.kafka_batch_max_records,
                 batch_timeout_ms=s.kafka_batch_timeout_ms,
                 topic_prefix=s.kafka_topic_prefix,
+                fetch_min_bytes=s.kafka_fetch_min_bytes,
+                fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
             )
             self.consumer.attach(self.broker)
             await self._start_broker()

@@ -29,6 +29,10 @@ class ServiceSettings(BaseSettings):
     kafka_topic_prefix: str = ""
     kafka_batch_max_records: int = 500
     kafka_batch_timeout_ms: int = 50
+    # The broker answers a fetch once it has this many bytes or waited this long (aiokafka's
+    # defaults: 1 byte, 500 ms). See bench/README.md for what other values did.
+    kafka_fetch_min_bytes: int = 1
+    kafka_fetch_max_wait_ms: int = 500
 
     outbox_batch_size: int = 500
     outbox_poll_interval_s: float = 1.0

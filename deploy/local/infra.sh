@@ -474,6 +474,9 @@ full_page_writes = on
 logging_collector = off
 log_line_prefix = '%m [%p] %q%u@%d '
 log_min_duration_statement = -1
+# per-statement CPU and call counts for the benchmark and ops (CREATE EXTENSION pg_stat_statements)
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = top
 timezone = 'UTC'
 EOF
 }

@@ -76,11 +76,13 @@ _UNSENT = "('pending', 'sending', 'unconfirmed')"
 _CLAIM = f"""
 WITH due AS (
     SELECT n.id FROM notifications n
-    WHERE n.next_attempt_at <= now()
-      AND (n.status IN ('pending', 'unconfirmed')
-           -- its sender died, maybe mid-send: give status callbacks the confirm wait too
-           OR (n.status = 'sending'
-               AND n.claimed_until + make_interval(secs => $4) < now()))
+    -- written so that the plan walks notifications_due_in_order and stops at the LIMIT: the
+    -- claim costs the same with 10 or 10,000 messages waiting (an OR of statuses made it scan
+    -- and sort every unsent row: 5-8 ms per claim with 600 waiting, and slower as notify fell
+    -- behind)
+    WHERE n.status IN ('pending', 'sending', 'unconfirmed') AND n.next_attempt_at <= now()
+      -- its sender died, maybe mid-send: give status callbacks the confirm wait too
+      AND (n.status <> 'sending' OR n.claimed_until + make_interval(secs => $4) < now())
       AND EXISTS (SELECT 1 FROM recipients r WHERE r.request_id = n.request_id)
       AND NOT EXISTS (
           SELECT 1 FROM notifications e

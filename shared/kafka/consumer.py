@@ -101,6 +101,8 @@ class EventConsumer:
         max_records: int = 500,
         batch_timeout_ms: int = 50,
         topic_prefix: str = "",
+        fetch_min_bytes: int = 1,
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         self.service = service
         # Physical topic = prefix + contract name; empty in production (see ServiceSettings).
@@ -111,6 +113,7 @@ class EventConsumer:
         self._after_commit = list(after_commit)
         self._max_records = max_records
         self._batch_timeout_ms = batch_timeout_ms
+        self._fetch = {"fetch_min_bytes": fetch_min_bytes, "fetch_max_wait_ms": fetch_max_wait_ms}
         self.stats = ConsumerStats()
 
     def attach(self, broker: KafkaBroker) -> None:
@@ -127,6 +130,7 @@ class EventConsumer:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             title=f"{self.service}-events",
+            **self._fetch,
         )
 
         async def on_batch(message: KafkaMessage = Context("message")) -> None:  # noqa: B008 - FastStream DI
