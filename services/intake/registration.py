@@ -205,10 +205,6 @@ async def _register(
                 or open_one["applicant_phone"] == applicant_phone,
             )
     today = capacity.office_today(now, settings.zone)
-    quota = quota_of(settings, document_type, today)
-    enforce = caller.operator_id is None  # the counter is never turned away
-    if not await repository.take_capacity(conn, today, document_type.value, quota, enforce):
-        raise DailyQuotaFull(today, await next_day_with_room(conn, settings, document_type, today))
 
     request_id = uuid.uuid4()
     registered = RequestRegistered(
@@ -255,6 +251,14 @@ async def _register(
         detail={"document_type": document_type.value},
     )
     await add_event(conn, event, schema)
+    # The day's counter last: its row is the one every registration of the day and document
+    # updates, and it stays locked until the commit. Taken first, it serialised registrations
+    # behind each other's whole transaction (13 ms per upsert at 50/s, in pg_stat_statements).
+    # Refused, the transaction rolls back and nothing above is kept.
+    quota = quota_of(settings, document_type, today)
+    enforce = caller.operator_id is None  # the counter is never turned away
+    if not await repository.take_capacity(conn, today, document_type.value, quota, enforce):
+        raise DailyQuotaFull(today, await next_day_with_room(conn, settings, document_type, today))
     return Registered(
         request_id=request_id,
         tracking_code=registered.tracking_code,
