@@ -84,7 +84,7 @@ class Runtime:
     def waker(self, name: str) -> asyncio.Event:
         return self.wakers.setdefault(name, asyncio.Event())
 
-    def _wake_all(self) -> None:
+    def _wake_after_consume(self) -> None:
         # Not the outbox relay: a transaction that adds outbox rows wakes it by pg_notify when it
         # commits; waking it after every batch made it query an empty outbox each time. Nor a
         # loop that consuming never feeds (``ServiceSpec.wake_after_consume``): each wake-up is a
@@ -117,7 +117,7 @@ class Runtime:
                 group_id=s.consumer_group,
                 pool_provider=lambda: self.pool,
                 handlers=self.spec.handlers(self),
-                after_commit=[self._wake_all],
+                after_commit=[self._wake_after_consume],
                 max_records=s.kafka_batch_max_records,
                 batch_timeout_ms=s.kafka_batch_timeout_ms,
                 topic_prefix=s.kafka_topic_prefix,
