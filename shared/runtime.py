@@ -22,7 +22,7 @@ from faststream.kafka import KafkaBroker
 
 from shared.db.pool import create_pool, migrate, wait_for_database
 from shared.http import RequestContextMiddleware, install_error_handlers, problem_response
-from shared.kafka.consumer import EventConsumer, Handler
+from shared.kafka.consumer import BatchHandler, EventConsumer, Handler
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay, backlog
 from shared.settings import ServiceSettings
@@ -39,6 +39,9 @@ class ServiceSpec:
     routers: list[APIRouter] = field(default_factory=list)
     # topic -> handler(conn, event); empty for a service that consumes nothing
     handlers: Callable[[Runtime], Mapping[str, Handler]] | None = None
+    # optional: applies a whole consumed batch at once (see shared.kafka.consumer.BatchHandler);
+    # ``handlers`` still name the topics and apply events one by one when a batch fails
+    batch_handler: Callable[[Runtime], BatchHandler] | None = None
     # long-running loops started after the consumer (e.g. booking worker, WhatsApp sender)
     background: list[BackgroundTask] = field(default_factory=list)
     # called once resources exist, before consuming starts (e.g. build httpx clients)
@@ -117,6 +120,7 @@ class Runtime:
                 group_id=s.consumer_group,
                 pool_provider=lambda: self.pool,
                 handlers=self.spec.handlers(self),
+                batch_handler=self.spec.batch_handler(self) if self.spec.batch_handler else None,
                 after_commit=[self._wake_after_consume],
                 max_records=s.kafka_batch_max_records,
                 batch_timeout_ms=s.kafka_batch_timeout_ms,

@@ -254,3 +254,55 @@ async def _committed_is(group: str, tp: TopicPartition, offset: int) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def _record(topic: str, offset: int, event: Envelope[Any]) -> Any:
+    from aiokafka import ConsumerRecord
+
+    value = event.model_dump_json().encode()
+    return ConsumerRecord(topic=topic, partition=0, offset=offset, timestamp=0, timestamp_type=0,
+                          key=str(event.request_id).encode(), value=value, checksum=None,
+                          serialized_key_size=36, serialized_value_size=len(value), headers=[])
+
+
+async def test_a_batch_handler_applies_the_fresh_events_at_once_and_a_failure_falls_back_per_event(
+    schema_pool: Any, ns: str
+) -> None:
+    """The fast path calls the service's batch handler once with the batch's fresh events, in
+    order; when it raises, the batch is applied again per event and only the culprit is
+    dead-lettered."""
+    _, pool = schema_pool
+    calls: list[list[str]] = []
+
+    async def batch(conn: asyncpg.Connection, events: Any) -> None:
+        calls.append([e.data.document_number for e in events])
+        for ev in events:
+            if ev.data.document_number.startswith("R-"):
+                raise RejectEvent(f"document number {ev.data.document_number} is cancelled")
+        await conn.executemany("INSERT INTO effects VALUES ($1, $2)",
+                               [(e.event_id, e.data.document_number) for e in events])
+
+    async def one(conn: asyncpg.Connection, ev: Envelope[Any]) -> None:
+        await batch(conn, [ev])
+
+    topic = ns + topics.DOCUMENT_PRINTED
+    consumer = EventConsumer(service="printing", group_id="it-batch", pool_provider=lambda: pool,
+                             handlers={topics.DOCUMENT_PRINTED: one}, batch_handler=batch,
+                             topic_prefix=ns)
+    a, b = printed(uuid.uuid4(), "A-1"), printed(uuid.uuid4(), "B-1")
+    await consumer.consume_batch([_record(topic, 0, a), _record(topic, 1, b), _record(topic, 2, a)])
+    assert calls == [["A-1", "B-1"]]  # once, fresh events only (the repeated A-1 is a duplicate)
+    assert consumer.stats.applied == 2 and consumer.stats.duplicates == 1
+
+    calls.clear()
+    c, bad, d = printed(uuid.uuid4(), "C-1"), printed(uuid.uuid4(), "R-9"), printed(uuid.uuid4(), "D-1")
+    await consumer.consume_batch(
+        [_record(topic, 3, c), _record(topic, 4, bad), _record(topic, 5, d), _record(topic, 6, b)]
+    )
+    assert calls == [["C-1", "R-9", "D-1"], ["C-1"], ["R-9"], ["D-1"]]
+    numbers = await pool.fetch("SELECT number FROM effects ORDER BY number")
+    assert [r["number"] for r in numbers] == ["A-1", "B-1", "C-1", "D-1"]
+    reasons = await pool.fetch("SELECT reason FROM dead_letter")
+    assert [r["reason"] for r in reasons] == ["RejectEvent: document number R-9 is cancelled"]
+    assert consumer.stats.applied == 4 and consumer.stats.dead_lettered == 1
+    assert consumer.stats.duplicates == 2
