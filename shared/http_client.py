@@ -22,12 +22,22 @@ disconnected after reading the request included - to ``httpx.ConnectTimeout`` ("
 
 The answer is read whole inside the transport (partners and the Cloud API answer a few hundred
 bytes), so a broken body is mapped here too. Redirects are not followed, nothing is compressed.
+
+:class:`OutboundClient` is ``httpx.AsyncClient`` without the layers our calls never use: no auth,
+no redirects, no cookies, no event hooks, never streamed. ``send`` hands the request straight to
+the transport (httpx's own ``send`` walks auth, redirect, cookie and hook handling for each
+request: about 0.2 ms of the 0.4 ms httpx adds to a POST over aiohttp, measured 540-620 against
+735-770 us of client CPU per POST at 16 in flight). A call that asks for any of those layers goes
+through httpx's ``send`` unchanged. ``response.elapsed`` is not set on the lean path.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import httpx
+from httpx._client import USE_CLIENT_DEFAULT  # httpx's own sentinel for "the client's default"
 
 # keep-alive shorter than the servers keep idle connections (uvicorn: 5 s default, ours 30 s), so
 # a connection is never reused just as the server closes it (a ReadError on an accepted request)
@@ -110,6 +120,36 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
+class OutboundClient(httpx.AsyncClient):
+    async def send(
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = USE_CLIENT_DEFAULT,
+        follow_redirects: Any = USE_CLIENT_DEFAULT,
+    ) -> httpx.Response:
+        if (
+            stream
+            or auth is not USE_CLIENT_DEFAULT
+            or follow_redirects is not USE_CLIENT_DEFAULT
+            or self._auth is not None
+            or self.follow_redirects
+            or self._event_hooks["request"]
+            or self._event_hooks["response"]
+            or self.cookies
+        ):
+            return await super().send(
+                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            )
+        response = await self._transport_for_url(request.url).handle_async_request(request)
+        response.request = request
+        response.default_encoding = self._default_encoding
+        if not response.is_stream_consumed:  # a transport that streams (tests' MockTransport)
+            await response.aread()
+        return response
+
+
 def outbound_client(
     *,
     max_connections: int = 100,
@@ -118,7 +158,7 @@ def outbound_client(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` on aiohttp (or on ``transport``: tests pass a MockTransport)."""
-    return httpx.AsyncClient(
+    return OutboundClient(
         base_url=base_url,
         timeout=timeout,
         transport=transport or AiohttpTransport(max_connections=max_connections),

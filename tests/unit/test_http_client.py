@@ -130,3 +130,31 @@ async def test_whatsapp_client_refused_is_not_sent() -> None:
         assert "not sent" in caught.value.reason
     finally:
         await http.aclose()
+
+
+async def test_the_lean_send_answers_as_httpx_does_and_leaves_other_calls_to_httpx() -> None:
+    """OutboundClient skips httpx's auth/redirect/cookie/hook layers (never used by our calls);
+    a call that asks for one of them still gets httpx's own handling."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path} {request.headers.get('x-k')}")
+        if request.url.path == "/old":
+            return httpx.Response(307, headers={"location": "/new"})
+        return httpx.Response(201, json={"path": request.url.path}, headers={"x-seen": "a"})
+
+    client = outbound_client(base_url="http://partner.test", transport=httpx.MockTransport(handler))
+    try:
+        answer = await client.post("/msg", json={"a": 1}, headers={"x-k": "v"})
+        assert (answer.status_code, answer.json(), answer.headers["x-seen"]) == (
+            201, {"path": "/msg"}, "a")
+        assert answer.request.url == "http://partner.test/msg"
+        assert answer.text == '{"path":"/msg"}'
+        # not followed on the lean path (as with httpx's default follow_redirects=False)...
+        assert (await client.get("/old")).status_code == 307
+        # ...and followed when asked: that call goes through httpx's own send
+        followed = await client.get("/old", follow_redirects=True)
+        assert (followed.status_code, followed.json()) == (201, {"path": "/new"})
+        assert seen == ["POST /msg v", "GET /old None", "GET /old None", "GET /new None"]
+    finally:
+        await client.aclose()
