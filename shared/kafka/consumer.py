@@ -77,7 +77,10 @@ def _is_utf8(value: bytes | None) -> bool:
 
 
 async def _tolerant_parser(records: tuple[ConsumerRecord, ...], original: Any) -> Any:
-    return await original(tuple(_sanitize(r) for r in records))
+    # copied only when a header needs it: the usual batch goes through as it came
+    if any(not _is_utf8(v) for r in records for _, v in r.headers):
+        records = tuple(_sanitize(r) for r in records)
+    return await original(records)
 
 
 async def _no_decode(_: Any) -> None:
