@@ -146,7 +146,46 @@ async def get_job(request_id: uuid.UUID, request: Request) -> Any:
 
 # --- actions ------------------------------------------------------------------------------------
 
-Apply = Callable[[asyncpg.Connection, asyncpg.Record, Outcome], Awaitable[asyncpg.Record]]
+# What an action does once decided: the job's row as updated by ``_update`` (which recorded the
+# action as done), or None when the action changes nothing (a no-op). Raises Problem to refuse.
+Apply = Callable[[asyncpg.Connection, asyncpg.Record, Outcome], Awaitable[asyncpg.Record | None]]
+
+_RECORD_ACTION = (
+    "INSERT INTO print_job_actions (request_id, action, operator, outcome, detail)"
+    " VALUES ($1, $2, $3, $4, $5)"
+)
+
+
+class _StatementRefused(Exception):
+    """An apply's statement failed on a business rule (a document number used twice): the
+    transaction is lost, so the refusal is recorded on its own once it is rolled back."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.title)
+        self.problem = problem
+
+
+async def _update(
+    conn: asyncpg.Connection,
+    request_id: uuid.UUID,
+    action: str,
+    operator: str,
+    assignments: str,
+    *args: Any,
+) -> asyncpg.Record:
+    """Update the (locked) job and record the action as done, in one statement (one round trip
+    instead of two). ``assignments`` may use $3 (the operator) and $4... (``args``)."""
+    return await conn.fetchrow(
+        f"WITH job AS (UPDATE print_jobs SET {assignments}, updated_at = now()"
+        " WHERE request_id = $1 RETURNING *),"
+        " done AS (INSERT INTO print_job_actions (request_id, action, operator, outcome)"
+        " SELECT request_id, $2, $3, 'done' FROM job)"
+        " SELECT * FROM job",
+        request_id,
+        action,
+        operator,
+        *args,
+    )
 
 
 def _refusal(exc: Exception) -> Problem:
@@ -168,39 +207,59 @@ def _refusal(exc: Exception) -> Problem:
 async def _act(
     request: Request, request_id: uuid.UUID, action: str, operator: str, apply: Apply
 ) -> dict[str, Any]:
-    """Lock the job, decide, apply, record the action; a refusal is recorded, then answered."""
+    """Lock the job, decide, apply, record the action; a refusal is recorded, then answered.
+
+    Round trips: BEGIN, the locking SELECT, then either the update with its action row in one
+    statement (plus the outbox row when an event is due) or the action row alone (no-op, refusal),
+    COMMIT.
+    """
     ttl = _ttl(request)
     problem: Problem | None = None
-    async with request.app.state.rt.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "SELECT * FROM print_jobs WHERE request_id = $1 FOR UPDATE", request_id
-        )
-        if row is None:
-            raise Problem(
-                404,
-                "Tugas cetak tidak ditemukan / Print job not found",
-                "Permohonan belum masuk antrean cetak / the request is not in the print queue (yet)",
-            )
-        claim = Claim(row["claimed_by"], row["claimed_at"])
-        outcome: Outcome | None = None
+    async with request.app.state.rt.pool.acquire() as conn:
         try:
-            outcome = decide(row["status"], claim, action, operator, datetime.now(UTC), ttl)
-            async with conn.transaction():  # a savepoint: a refused apply keeps the audit row
-                row = await apply(conn, row, outcome)
-        except (ClaimedByAnother, UnsupportedStateTransition) as exc:
-            problem = _refusal(exc)
-        except Problem as exc:
-            problem = exc
-        result = "refused" if problem or outcome is None else "done" if outcome.changed else "no_op"
-        await conn.execute(
-            "INSERT INTO print_job_actions (request_id, action, operator, outcome, detail)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            request_id,
-            action,
-            operator,
-            result,
-            problem.detail or problem.title if problem else None,
-        )
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    "SELECT * FROM print_jobs WHERE request_id = $1 FOR UPDATE", request_id
+                )
+                if row is None:
+                    raise Problem(
+                        404,
+                        "Tugas cetak tidak ditemukan / Print job not found",
+                        "Permohonan belum masuk antrean cetak"
+                        " / the request is not in the print queue (yet)",
+                    )
+                claim = Claim(row["claimed_by"], row["claimed_at"])
+                updated: asyncpg.Record | None = None
+                try:
+                    outcome = decide(row["status"], claim, action, operator, datetime.now(UTC), ttl)
+                    updated = await apply(conn, row, outcome)
+                except (ClaimedByAnother, UnsupportedStateTransition) as exc:
+                    problem = _refusal(exc)
+                except Problem as exc:
+                    problem = exc
+                if updated is not None:  # its statement recorded the action as done
+                    row = updated
+                else:
+                    await conn.execute(
+                        _RECORD_ACTION,
+                        request_id,
+                        action,
+                        operator,
+                        "refused" if problem else "no_op",
+                        problem.detail or problem.title if problem else None,
+                    )
+        except _StatementRefused as exc:
+            # Rolled back: the job is unchanged, as a refusal leaves it. The refusal is recorded
+            # now, after the job's lock was released (the action row is the same).
+            problem = exc.problem
+            await conn.execute(
+                _RECORD_ACTION,
+                request_id,
+                action,
+                operator,
+                "refused",
+                problem.detail or problem.title,
+            )
     if problem:
         raise problem
     return _job(row, ttl)
@@ -212,11 +271,12 @@ async def claim_job(request_id: uuid.UUID, body: ClaimBody, request: Request) ->
     operator = operator_of(request, body.operator)
 
     async def apply(conn: asyncpg.Connection, row: asyncpg.Record, _: Outcome) -> asyncpg.Record:
-        return await conn.fetchrow(
-            "UPDATE print_jobs SET status = 'claimed', claimed_by = $2, claimed_at = now(),"
-            " updated_at = now() WHERE request_id = $1 RETURNING *",
+        return await _update(
+            conn,
             request_id,
+            "claim",
             operator,
+            "status = 'claimed', claimed_by = $3, claimed_at = now()",
         )
 
     return await _act(request, request_id, "claim", operator, apply)
@@ -227,13 +287,17 @@ async def release_job(request_id: uuid.UUID, body: ClaimBody, request: Request) 
     """Give a claimed job back to the queue."""
     operator = operator_of(request, body.operator)
 
-    async def apply(conn: asyncpg.Connection, row: asyncpg.Record, out: Outcome) -> asyncpg.Record:
+    async def apply(
+        conn: asyncpg.Connection, row: asyncpg.Record, out: Outcome
+    ) -> asyncpg.Record | None:
         if not out.changed:
-            return row
-        return await conn.fetchrow(
-            "UPDATE print_jobs SET status = 'queued', claimed_by = NULL, claimed_at = NULL,"
-            " updated_at = now() WHERE request_id = $1 RETURNING *",
+            return None
+        return await _update(
+            conn,
             request_id,
+            "release",
+            operator,
+            "status = 'queued', claimed_by = NULL, claimed_at = NULL",
         )
 
     return await _act(request, request_id, "release", operator, apply)
@@ -245,7 +309,9 @@ async def mark_printed(request_id: uuid.UUID, body: PrintedBody, request: Reques
     rt = request.app.state.rt
     operator = operator_of(request, body.operator)
 
-    async def apply(conn: asyncpg.Connection, row: asyncpg.Record, out: Outcome) -> asyncpg.Record:
+    async def apply(
+        conn: asyncpg.Connection, row: asyncpg.Record, out: Outcome
+    ) -> asyncpg.Record | None:
         if not out.changed:
             if row["document_number"] != body.document_number or row["operator"] != operator:
                 raise Problem(
@@ -254,23 +320,26 @@ async def mark_printed(request_id: uuid.UUID, body: PrintedBody, request: Reques
                     f"Nomor dokumen {row['document_number']}, oleh {row['operator']}"
                     f" / number {row['document_number']}, by {row['operator']}",
                 )
-            return row  # the same mark sent again: a no-op
+            return None  # the same mark sent again: a no-op
         printed_at = datetime.now(UTC)
         try:
-            row = await conn.fetchrow(
-                "UPDATE print_jobs SET status = 'printed', document_number = $2, printed_at = $3,"
-                " operator = $4, claimed_by = $4, claimed_at = coalesce(claimed_at, $3),"
-                " updated_at = now() WHERE request_id = $1 RETURNING *",
+            row = await _update(
+                conn,
                 request_id,
+                "print",
+                operator,
+                "status = 'printed', document_number = $4, printed_at = $5, operator = $3,"
+                " claimed_by = $3, claimed_at = coalesce(claimed_at, $5)",
                 body.document_number,
                 printed_at,
-                operator,
             )
         except asyncpg.UniqueViolationError:
-            raise Problem(
-                409,
-                "Nomor dokumen sudah dipakai / Document number already used",
-                "Setiap dokumen punya nomor unik / every document number is unique",
+            raise _StatementRefused(
+                Problem(
+                    409,
+                    "Nomor dokumen sudah dipakai / Document number already used",
+                    "Setiap dokumen punya nomor unik / every document number is unique",
+                )
             ) from None
         await add_event(
             conn,
@@ -299,17 +368,21 @@ async def reject_job(request_id: uuid.UUID, body: RejectBody, request: Request) 
     rt = request.app.state.rt
     operator = operator_of(request, body.operator)
 
-    async def apply(conn: asyncpg.Connection, row: asyncpg.Record, out: Outcome) -> asyncpg.Record:
+    async def apply(
+        conn: asyncpg.Connection, row: asyncpg.Record, out: Outcome
+    ) -> asyncpg.Record | None:
         if not out.changed:
-            return row
+            return None
         now = datetime.now(UTC)
-        row = await conn.fetchrow(
-            "UPDATE print_jobs SET status = 'rejected', reject_code = $2, reject_reason = $3,"
-            " operator = $4, rejected_at = $5, updated_at = now() WHERE request_id = $1 RETURNING *",
+        row = await _update(
+            conn,
             request_id,
+            "reject",
+            operator,
+            "status = 'rejected', reject_code = $4, reject_reason = $5, operator = $3,"
+            " rejected_at = $6",
             body.reason_code,
             body.reason,
-            operator,
             now,
         )
         await add_event(

@@ -19,5 +19,7 @@ def build(settings: PrintingSettings | None = None) -> FastAPI:
         migrations=Path(__file__).parent / "migrations",
         routers=[api.router],
         handlers=lambda rt: events.handlers(),
+        # a consumed batch's registrations are queued with one INSERT (events.apply_batch)
+        batch_handler=lambda rt: events.apply_batch,
     )
     return create_app(spec, settings)

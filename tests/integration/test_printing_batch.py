@@ -1,0 +1,322 @@
+"""Printing against a real PostgreSQL: a consumed batch queues the same jobs as one event at a time,
+a bad event is dead-lettered alone, and the operator actions keep their answers and audit trail
+with fewer round trips."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import ConsumerRecord
+from fastapi import FastAPI
+
+from services.printing import api, events
+from services.printing.settings import PrintingSettings
+from shared.contracts import topics
+from shared.contracts.events import (
+    Address,
+    Applicant,
+    Delivery,
+    DocumentType,
+    Envelope,
+    RequestRegistered,
+    new_event,
+)
+from shared.db.pool import create_pool, migrate
+from shared.http import install_error_handlers
+from shared.kafka.consumer import EventConsumer
+
+pytestmark = pytest.mark.integration
+
+MIGRATIONS = Path(events.__file__).parent / "migrations"
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+JOB_COLUMNS = (
+    "request_id, tracking_code, document_type, applicant_name, applicant_nik, correlation_id,"
+    " status, registered_at"
+)
+
+
+async def printing_schema(database: str) -> tuple[str, asyncpg.Pool]:
+    schema = f"p_{uuid.uuid4().hex[:8]}"
+    await migrate(database, schema, MIGRATIONS)
+    return schema, await create_pool(database, schema)
+
+
+@pytest.fixture
+async def printing_db(database: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    schema, pool = await printing_schema(database)
+    yield schema, pool
+    await pool.close()
+
+
+def registered(
+    request_id: uuid.UUID, code: str, *, name: str = "Budi Santoso", minutes: int = 0
+) -> Envelope[Any]:
+    return new_event(
+        topics.REQUEST_REGISTERED,
+        request_id=request_id,
+        correlation_id=str(request_id),
+        causation_id="test",
+        producer="intake",
+        occurred_at=T0 + timedelta(minutes=minutes),
+        data=RequestRegistered(
+            tracking_code=code,
+            document_type=DocumentType.KK,
+            channel="web",
+            applicant=Applicant(name=name, nik="3516010101900001", phone="+6285712345678"),
+            delivery=Delivery(
+                partner="pos",
+                recipient_name=name,
+                recipient_phone="+6285712345678",
+                address=Address(
+                    street="Jl. Pahlawan 5", rt_rw="001/002", kelurahan="Sooko",
+                    kecamatan="Sooko", kabupaten_kota="Kab. Mojokerto", provinsi="Jawa Timur",
+                    postal_code="61361",
+                ),
+            ),
+            cod_fee=20_000,
+            requirement_documents=["KTP"],
+        ),
+    )
+
+
+def record(offset: int, event: Envelope[Any]) -> ConsumerRecord:
+    value = event.model_dump_json().encode()
+    return ConsumerRecord(topic=topics.REQUEST_REGISTERED, partition=0, offset=offset, timestamp=0,
+                          timestamp_type=0, key=str(event.request_id).encode(), value=value,
+                          checksum=None, serialized_key_size=36, serialized_value_size=len(value),
+                          headers=[])
+
+
+def consumer(pool: asyncpg.Pool) -> EventConsumer:
+    return EventConsumer(service="printing", group_id="printing", pool_provider=lambda: pool,
+                         handlers=events.handlers(), batch_handler=events.apply_batch)
+
+
+async def jobs(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    rows = await pool.fetch(f"SELECT {JOB_COLUMNS} FROM print_jobs ORDER BY request_id")
+    return [dict(r) for r in rows]
+
+
+async def test_a_batch_queues_the_same_jobs_as_one_event_at_a_time(
+    database: str, printing_db: tuple[str, asyncpg.Pool]
+) -> None:
+    """Several requests, one of them registered twice (two events: the first one wins), an event
+    delivered twice, in mixed order: one batch and one-by-one end in the same state."""
+    _, batch_pool = printing_db
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    first_c = registered(c, "C-FIRST", name="Citra", minutes=3)
+    batch = [
+        registered(b, "B-1", minutes=2),
+        first_c,
+        registered(a, "A-1", minutes=1),
+        registered(c, "C-SECOND", name="Someone Else", minutes=4),
+        first_c,  # the same event again: a duplicate
+    ]
+    records = [record(n, e) for n, e in enumerate(batch)]
+    fast = consumer(batch_pool)
+    await fast.consume_batch(records)
+    assert (fast.stats.applied, fast.stats.duplicates, fast.stats.dead_lettered) == (4, 1, 0)
+
+    _, single_pool = await printing_schema(database)
+    try:
+        slow = consumer(single_pool)
+        for r in records:
+            await slow.consume_batch([r])
+        expected = await jobs(single_pool)
+    finally:
+        await single_pool.close()
+
+    got = await jobs(batch_pool)
+    assert got == expected
+    assert len(got) == 3
+    by_id = {j["request_id"]: j for j in got}
+    assert by_id[c]["tracking_code"] == "C-FIRST" and by_id[c]["applicant_name"] == "Citra"
+    assert by_id[a]["registered_at"] == T0 + timedelta(minutes=1)
+    assert {j["status"] for j in got} == {"queued"}
+    assert by_id[b]["correlation_id"] == str(b) and by_id[b]["document_type"] == "kk"
+
+    # a redelivered batch changes nothing (every event is a duplicate)
+    await fast.consume_batch(records)
+    assert fast.stats.duplicates == 1 + len(records)
+    assert await jobs(batch_pool) == got
+
+
+async def test_one_bad_event_in_a_batch_is_dead_lettered_alone(
+    printing_db: tuple[str, asyncpg.Pool],
+) -> None:
+    """PostgreSQL refuses a NUL character in text: the batch's INSERT fails, the batch is applied
+    again one event at a time and only that event goes to the dead letters."""
+    _, pool = printing_db
+    good_1, bad, good_2 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    batch = [registered(good_1, "G-1"), registered(bad, "BAD\x00CODE"), registered(good_2, "G-2")]
+    c = consumer(pool)
+    await c.consume_batch([record(n, e) for n, e in enumerate(batch)])
+    assert (c.stats.applied, c.stats.dead_lettered) == (2, 1)
+    assert {j["request_id"] for j in await jobs(pool)} == {good_1, good_2}
+    (dead,) = await pool.fetch('SELECT "offset", reason FROM dead_letter')
+    assert dead["offset"] == 1
+    assert await pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1",
+                               batch[1].event_id) == 0
+
+
+# --- the operator actions ---------------------------------------------------------------------
+
+
+class StatementLog:
+    """Every statement the pool's connections send (BEGIN and COMMIT included)."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    async def init(self, conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda q: self.queries.append(q.query))
+
+    def take(self) -> list[str]:
+        taken, self.queries = self.queries, []
+        return taken
+
+
+async def _no_reset(_: asyncpg.Connection) -> None:
+    pass
+
+
+@pytest.fixture
+async def printing_api(
+    database: str,
+) -> AsyncIterator[tuple[httpx.AsyncClient, asyncpg.Pool, StatementLog]]:
+    schema = f"p_{uuid.uuid4().hex[:8]}"
+    await migrate(database, schema, MIGRATIONS)
+    statements = StatementLog()
+    # as shared.db.pool.create_pool builds it (no reset query on release), plus the statement log
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=4, init=statements.init,
+                                     server_settings={"search_path": schema}, reset=_no_reset)
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(api.router)
+    app.state.rt = SimpleNamespace(pool=pool, schema=schema, settings=PrintingSettings())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://printing.test") as http:
+        yield http, pool, statements
+    await pool.close()
+
+
+async def queued(pool: asyncpg.Pool, *codes: str) -> list[uuid.UUID]:
+    ids = [uuid.uuid4() for _ in codes]
+    async with pool.acquire() as conn:
+        await events.apply_batch(conn, [registered(i, c) for i, c in zip(ids, codes, strict=True)])
+    return ids
+
+
+async def history(pool: asyncpg.Pool, request_id: uuid.UUID) -> list[tuple[str, str, str]]:
+    rows = await pool.fetch("SELECT action, operator, outcome FROM print_job_actions"
+                            " WHERE request_id = $1 ORDER BY id", request_id)
+    return [(r["action"], r["operator"], r["outcome"]) for r in rows]
+
+
+async def test_claim_and_print_answer_and_record_as_before_in_fewer_round_trips(
+    printing_api: tuple[httpx.AsyncClient, asyncpg.Pool, StatementLog],
+) -> None:
+    http, pool, statements = printing_api
+    (job,) = await queued(pool, "T-1")
+    statements.take()
+
+    claim = await http.post(f"/print-jobs/{job}/claim", json={"operator": "ani"})
+    assert claim.status_code == 200 and claim.json()["claimed_by"] == "ani"
+    # BEGIN, the locking SELECT, the UPDATE with its action row, COMMIT
+    assert len(statements.take()) == 4
+
+    taken = await http.post(f"/print-jobs/{job}/claim", json={"operator": "budi"})
+    assert taken.status_code == 409 and "ani" in taken.json()["detail"]
+
+    statements.take()
+    printed = await http.post(f"/print-jobs/{job}/printed",
+                              json={"operator": "ani", "document_number": "3516-0001"})
+    assert printed.status_code == 200
+    body = printed.json()
+    assert body["status"] == "printed" and body["document_number"] == "3516-0001"
+    assert body["operator"] == "ani" and body["claimed_by"] == "ani"
+    # BEGIN, SELECT ... FOR UPDATE, UPDATE + action row, the outbox row, COMMIT
+    assert len(statements.take()) == 5
+    (event,) = await pool.fetch("SELECT topic, key FROM outbox")
+    assert (event["topic"], event["key"]) == (topics.DOCUMENT_PRINTED, str(job))
+
+    again = await http.post(f"/print-jobs/{job}/printed",
+                            json={"operator": "ani", "document_number": "3516-0001"})
+    assert again.status_code == 200 and again.json() == body  # the same mark: a no-op
+    other = await http.post(f"/print-jobs/{job}/printed",
+                            json={"operator": "ani", "document_number": "3516-0002"})
+    assert other.status_code == 409 and other.json()["title"].startswith("Sudah dicetak")
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 1
+
+    assert await history(pool, job) == [
+        ("claim", "ani", "done"), ("claim", "budi", "refused"), ("print", "ani", "done"),
+        ("print", "ani", "no_op"), ("print", "ani", "refused"),
+    ]
+    assert (await http.get(f"/print-jobs/{job}")).json()["history"][-1]["detail"].startswith(
+        "Nomor dokumen 3516-0001")
+
+
+async def test_a_used_document_number_is_refused_recorded_and_changes_nothing(
+    printing_api: tuple[httpx.AsyncClient, asyncpg.Pool, StatementLog],
+) -> None:
+    http, pool, _ = printing_api
+    first, second = await queued(pool, "U-1", "U-2")
+    ok = await http.post(f"/print-jobs/{first}/printed",
+                         json={"operator": "ani", "document_number": "3516-DUP"})
+    assert ok.status_code == 200
+    reused = await http.post(f"/print-jobs/{second}/printed",
+                             json={"operator": "budi", "document_number": "3516-DUP"})
+    assert reused.status_code == 409
+    assert reused.json()["title"] == "Nomor dokumen sudah dipakai / Document number already used"
+    job = (await http.get(f"/print-jobs/{second}")).json()
+    assert job["status"] == "queued" and job["document_number"] is None and job["operator"] is None
+    assert [(a["action"], a["outcome"], a["detail"]) for a in job["history"]] == [
+        ("print", "refused", "Setiap dokumen punya nomor unik / every document number is unique")]
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 1  # the first print's only
+    # the job is still free: printed with another number it is
+    again = await http.post(f"/print-jobs/{second}/printed",
+                            json={"operator": "budi", "document_number": "3516-OTHER"})
+    assert again.status_code == 200 and again.json()["claimed_by"] == "budi"
+
+
+async def test_release_reject_and_unknown_jobs(
+    printing_api: tuple[httpx.AsyncClient, asyncpg.Pool, StatementLog],
+) -> None:
+    http, pool, _ = printing_api
+    (job,) = await queued(pool, "R-1")
+    unknown = uuid.uuid4()
+    missing = await http.post(f"/print-jobs/{unknown}/claim", json={"operator": "ani"})
+    assert missing.status_code == 404
+    assert await history(pool, unknown) == []  # nothing recorded for a job that does not exist
+
+    noop = await http.post(f"/print-jobs/{job}/release", json={"operator": "ani"})
+    assert noop.status_code == 200 and noop.json()["status"] == "queued"
+    await http.post(f"/print-jobs/{job}/claim", json={"operator": "ani"})
+    assert (await http.post(f"/print-jobs/{job}/release", json={"operator": "budi"})).status_code \
+        == 409
+    released = await http.post(f"/print-jobs/{job}/release", json={"operator": "ani"})
+    assert released.json()["status"] == "queued" and released.json()["claimed_by"] is None
+    rejected = await http.post(f"/print-jobs/{job}/reject", json={
+        "operator": "budi", "reason_code": "data_mismatch", "reason": "NIK tidak cocok"})
+    assert rejected.status_code == 200
+    assert rejected.json()["reject_code"] == "data_mismatch"
+    assert rejected.json()["reject_reason"] == "NIK tidak cocok"
+    assert (await http.post(f"/print-jobs/{job}/reject", json={
+        "operator": "budi", "reason": "NIK tidak cocok"})).status_code == 200  # no-op
+    late = await http.post(f"/print-jobs/{job}/printed",
+                           json={"operator": "ani", "document_number": "3516-LATE"})
+    assert late.status_code == 409 and "rejected" in late.json()["detail"]
+    assert [t for (t,) in await pool.fetch("SELECT topic FROM outbox")] == [topics.REQUEST_REJECTED]
+    assert await history(pool, job) == [
+        ("release", "ani", "no_op"), ("claim", "ani", "done"), ("release", "budi", "refused"),
+        ("release", "ani", "done"), ("reject", "budi", "done"), ("reject", "budi", "no_op"),
+        ("print", "ani", "refused"),
+    ]
