@@ -60,6 +60,7 @@ def build(settings: CourierSettings | None = None) -> FastAPI:
         migrations=Path(__file__).parent / "migrations",
         routers=[webhooks.router, api.router, cod.router, originals.router, service_levels.router],
         handlers=lambda rt: events.handlers(),
+        batch_handler=lambda rt: events.apply_batch,
         background=[booking.booking_worker],
         on_start=_start,
         on_stop=_stop,

@@ -1,0 +1,194 @@
+"""Courier's consumer applies a batch with set-based SQL: the rows must be those of applying the
+events one by one, in any order, and a bad event must be dead-lettered alone."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import ConsumerRecord
+
+from services.courier import events as courier_events
+from shared.contracts import topics
+from shared.contracts.events import (
+    Address,
+    Applicant,
+    Delivery,
+    DocumentPrinted,
+    DocumentType,
+    Envelope,
+    RequestRegistered,
+    new_event,
+)
+from shared.db.pool import create_pool, migrate
+from shared.kafka.consumer import EventConsumer
+
+pytestmark = pytest.mark.integration
+
+MIGRATIONS = Path(__file__).parents[2] / "services" / "courier" / "migrations"
+T0 = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+
+
+def registered(request_id: uuid.UUID, correlation: str, name: str = "Siti", fee: int = 20000,
+               docs: list[str] | None = None) -> Envelope[Any]:
+    address = Address(street="Jl. Mawar 1", rt_rw="001/002", kelurahan="Menteng",
+                      kecamatan="Menteng", kabupaten_kota="Jakarta Pusat", provinsi="DKI Jakarta",
+                      postal_code="10310")
+    return new_event(
+        topics.REQUEST_REGISTERED,
+        request_id=request_id,
+        correlation_id=correlation,
+        causation_id="test",
+        producer="test",
+        data=RequestRegistered(
+            tracking_code="KTM-1",
+            document_type=DocumentType.KK,
+            channel="web",
+            applicant=Applicant(name=name, nik="3171234567890123", phone="+628123456789"),
+            delivery=Delivery(partner="jnt", recipient_name=name, recipient_phone="+628123456789",
+                              address=address),
+            cod_fee=fee,
+            requirement_documents=docs if docs is not None else ["kk_lama"],
+        ),
+    )
+
+
+def printed(request_id: uuid.UUID, correlation: str, number: str, minutes: int = 0) -> Envelope[Any]:
+    return new_event(
+        topics.DOCUMENT_PRINTED,
+        request_id=request_id,
+        correlation_id=correlation,
+        causation_id="test",
+        producer="test",
+        data=DocumentPrinted(document_number=number, printed_at=T0 + timedelta(minutes=minutes),
+                             operator="op"),
+    )
+
+
+@pytest.fixture
+async def pool(database: str) -> Any:
+    schema = f"c_{uuid.uuid4().hex[:8]}"
+    await migrate(database, schema, MIGRATIONS)
+    pool = await create_pool(database, schema)
+    yield pool
+    await pool.close()
+
+
+# Columns set to now() differ between transactions: compared as "set or not".
+_STATE = """
+SELECT request_id, correlation_id, registered, partner, document_type, recipient_name,
+    recipient_phone, address, cod_fee, requirement_documents, printed_at, document_number, status,
+    to_book_since IS NOT NULL AS to_book_since_set
+FROM shipments ORDER BY request_id
+"""
+
+
+async def _state(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch(_STATE)]
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    await conn.execute("TRUNCATE shipments")
+
+
+async def test_a_batch_in_any_order_ends_like_one_event_at_a_time(pool: asyncpg.Pool) -> None:
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    # the second registration and the second print of `a` came later: no-ops one by one
+    batch = [
+        registered(a, "corr-a-r1", name="Siti"),
+        printed(a, "corr-a-p1", "N-1", minutes=1),
+        registered(a, "corr-a-r2", name="Budi", fee=15000, docs=[]),
+        printed(a, "corr-a-p2", "N-2", minutes=2),
+        printed(b, "corr-b", "N-3"),
+        registered(c, "corr-c"),
+    ]
+    seen_correlations = set()
+    async with pool.acquire() as conn:
+        for order in itertools.permutations(batch[:4]):
+            events = [*order, *batch[4:]]
+            await _reset(conn)
+            async with conn.transaction():
+                for event in events:
+                    await courier_events.apply_batch(conn, [event])
+            one_by_one = await _state(conn)
+
+            await _reset(conn)
+            async with conn.transaction():
+                await courier_events.apply_batch(conn, events)
+            assert await _state(conn) == one_by_one, [e.correlation_id for e in events]
+            seen_correlations.add(one_by_one[[r["request_id"] for r in one_by_one].index(a)]
+                                  ["correlation_id"])
+
+    # the test did exercise the order-dependent column
+    assert seen_correlations == {"corr-a-r1", "corr-a-p1", "corr-a-r2", "corr-a-p2"}
+    async with pool.acquire() as conn:
+        rows = {r["request_id"]: r for r in await _state(conn)}
+    assert rows[a]["status"] == "to_book" and rows[a]["to_book_since_set"]
+    assert rows[b]["status"] == "awaiting_registration"
+    assert rows[c]["status"] == "awaiting_print"
+
+
+async def test_a_batch_completes_shipments_that_existed_before(pool: asyncpg.Pool) -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    before = [registered(a, "corr-a"), printed(b, "corr-b", "N-b")]
+    batch = [printed(a, "corr-a", "N-a"), registered(b, "corr-b", name="Budi"),
+             registered(a, "corr-a", name="late duplicate")]
+    async with pool.acquire() as conn:
+        await courier_events.apply_batch(conn, before)
+        async with conn.transaction():
+            for event in batch:
+                await courier_events.apply_batch(conn, [event])
+        one_by_one = await _state(conn)
+        await _reset(conn)
+        await courier_events.apply_batch(conn, before)
+        async with conn.transaction():
+            await courier_events.apply_batch(conn, batch)
+        assert await _state(conn) == one_by_one
+    assert [r["status"] for r in one_by_one] == ["to_book", "to_book"]
+    assert {r["recipient_name"] for r in one_by_one} == {"Siti", "Budi"}
+
+
+def _record(event: Envelope[Any], offset: int, value: bytes | None = None) -> ConsumerRecord:
+    value = value if value is not None else event.model_dump_json().encode()
+    return ConsumerRecord(
+        topic=event.event_type, partition=0, offset=offset, timestamp=0, timestamp_type=0,
+        key=str(event.request_id).encode(), value=value, checksum=None,
+        serialized_key_size=36, serialized_value_size=len(value), headers=(),
+    )
+
+
+async def test_a_bad_event_in_a_batch_is_dead_lettered_alone(pool: asyncpg.Pool) -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    # valid for the contract, refused by PostgreSQL (text cannot hold NUL): only the database
+    # statement fails, so the batch path fails and the fallback must isolate this one event
+    poison = printed(b, "corr-b", "N-\x00-b")
+    good = [registered(a, "corr-a"), printed(a, "corr-a", "N-a"), registered(b, "corr-b")]
+    consumer = EventConsumer(
+        service="courier",
+        group_id="courier-test",
+        pool_provider=lambda: pool,
+        handlers=courier_events.handlers(),
+        batch_handler=courier_events.apply_batch,
+    )
+    records = [_record(good[0], 0), _record(poison, 1), _record(good[1], 2), _record(good[2], 3)]
+    await consumer.consume_batch(records)
+    assert (consumer.stats.applied, consumer.stats.dead_lettered) == (3, 1)
+    async with pool.acquire() as conn:
+        rows = {r["request_id"]: r for r in await _state(conn)}
+        dead = await conn.fetch('SELECT topic, "offset", reason FROM dead_letter')
+        inbox = await conn.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'courier-test'")
+    assert rows[a]["status"] == "to_book"
+    assert rows[b]["status"] == "awaiting_print" and rows[b]["printed_at"] is None
+    assert [(d["topic"], d["offset"]) for d in dead] == [(topics.DOCUMENT_PRINTED, 1)]
+    assert inbox == 3
+
+    # the same batch again (a redelivery): nothing applied twice, nothing dead-lettered twice
+    await consumer.consume_batch(records)
+    assert (consumer.stats.applied, consumer.stats.dead_lettered) == (3, 2)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM dead_letter") == 1
