@@ -45,6 +45,7 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
         migrations=Path(__file__).parent / "migrations",
         routers=[api.router, tracking.router, whatsapp.router],
         handlers=lambda rt: events.handlers(),
+        batch_handler=lambda rt: events.apply_batch,
         background=[replies.reply_sender, retention.retention_loop, shedding.load_sampler],
         on_start=_start,
         on_stop=_stop,

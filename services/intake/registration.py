@@ -19,7 +19,6 @@ import asyncpg
 
 from shared.contracts import topics
 from shared.contracts.events import Applicant, Delivery, DocumentType, RequestRegistered, new_event
-from shared.outbox import add_event
 
 from . import capacity, repository
 from .domain import REQUIREMENT_DOCUMENTS, new_tracking_code
@@ -159,15 +158,6 @@ async def register(
         raise
 
 
-async def _unused_tracking_code(conn: asyncpg.Connection) -> str:
-    # 40 random bits: a clash is unlikely, not impossible over years of requests
-    for _ in range(5):
-        code = new_tracking_code()
-        if await repository.find_by_tracking_code(conn, code) is None:
-            return code
-    raise RuntimeError("no unused tracking code after 5 draws")
-
-
 def _replay_or_refuse(existing: asyncpg.Record, digest: str) -> Registered:
     if existing["body_hash"] != digest:
         raise IdempotencyKeyReused()
@@ -187,28 +177,30 @@ async def _register(
 ) -> Registered:
     applicant_phone = phone_override or body.applicant.phone
     nik, document_type = body.applicant.nik, body.document_type
-    # Lock first: a concurrent retry of this very request then sees the first one committed
-    # and is answered as a replay, not as "already open".
+    # Lock first, in a statement of its own: a concurrent retry of this very request then sees
+    # the first one committed and is answered as a replay, not as "already open". (A lookup in
+    # the same statement would read with the snapshot taken before the lock was granted.)
     await repository.lock_applicant_document(conn, nik, document_type.value)
-    if scoped_key:
-        existing = await repository.find_by_idempotency_key(conn, scoped_key)
-        if existing is not None:
-            return _replay_or_refuse(existing, digest)
     another_person = isinstance(body, OperatorRegistrationIn) and body.another_person
-    if not another_person:
-        open_one = await repository.find_open_duplicate(conn, nik, document_type.value)
-        if open_one is not None:
-            raise OpenRequestExists(
-                tracking_code=open_one["tracking_code"],
-                status=open_one["status"],
-                same_phone=caller.operator_id is not None
-                or open_one["applicant_phone"] == applicant_phone,
-            )
+    existing, open_one = await repository.find_replay_and_open(
+        conn, scoped_key, None if another_person else nik, document_type.value
+    )
+    if existing is not None:
+        return _replay_or_refuse(existing, digest)
+    if open_one is not None:
+        raise OpenRequestExists(
+            tracking_code=open_one["tracking_code"],
+            status=open_one["status"],
+            same_phone=caller.operator_id is not None
+            or open_one["applicant_phone"] == applicant_phone,
+        )
     today = capacity.office_today(now, settings.zone)
 
     request_id = uuid.uuid4()
+    correlation_id = str(request_id)  # the applicant's original request: every event carries it
+    causation_id = caller.causation_id or str(uuid.uuid4())
     registered = RequestRegistered(
-        tracking_code=await _unused_tracking_code(conn),
+        tracking_code=new_tracking_code(),
         document_type=document_type,
         channel=caller.channel,  # type: ignore[arg-type]
         applicant=Applicant(name=body.applicant.name, nik=nik, phone=applicant_phone),
@@ -221,36 +213,33 @@ async def _register(
         cod_fee=settings.cod_fee_rupiah,
         requirement_documents=REQUIREMENT_DOCUMENTS[document_type],
     )
-    correlation_id = str(request_id)  # the applicant's original request: every event carries it
-    event = new_event(
-        topics.REQUEST_REGISTERED,
-        request_id=request_id,
-        correlation_id=correlation_id,
-        causation_id=caller.causation_id or str(uuid.uuid4()),
-        producer="intake",
-        data=registered,
-        occurred_at=now,
-    )
-    await repository.insert_request(
-        conn,
-        request_id=request_id,
-        registered=registered,
-        correlation_id=correlation_id,
-        idempotency_key=scoped_key,
-        body_hash=digest,
-        intake_via=caller.intake_via,
-        registered_by=caller.operator_id,
-        service_date=today,
-    )
-    await repository.add_timeline(
-        conn,
-        request_id=request_id,
-        event_id=event.event_id,
-        event_type=event.event_type,
-        occurred_at=event.occurred_at,
-        detail={"document_type": document_type.value},
-    )
-    await add_event(conn, event, schema)
+    # 40 random bits: a clash with an earlier code is unlikely, not impossible over years of
+    # requests. Nothing is looked up first: the insert skips a taken code (its unique constraint)
+    # and reports it, and the request is inserted again with a fresh draw.
+    for _ in range(5):
+        event = new_event(
+            topics.REQUEST_REGISTERED,
+            request_id=request_id,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            producer="intake",
+            data=registered,
+            occurred_at=now,
+        )
+        if await repository.insert_registered(
+            conn,
+            schema=schema,
+            event=event,
+            idempotency_key=scoped_key,
+            body_hash=digest,
+            intake_via=caller.intake_via,
+            registered_by=caller.operator_id,
+            service_date=today,
+        ):
+            break
+        registered = registered.model_copy(update={"tracking_code": new_tracking_code()})
+    else:
+        raise RuntimeError("no unused tracking code after 5 draws")
     # The day's counter last: its row is the one every registration of the day and document
     # updates, and it stays locked until the commit. Taken first, it serialised registrations
     # behind each other's whole transaction (13 ms per upsert at 50/s, in pg_stat_statements).

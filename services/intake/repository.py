@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import NamedTuple
 
 import asyncpg
 
-from shared.contracts.events import RequestRegistered
+from shared.contracts.events import Envelope, RequestRegistered
+from shared.outbox import event_headers, notify_channel
 
 from .domain import TERMINAL
 
@@ -17,28 +19,50 @@ _OPEN = "status NOT IN ('delivered', 'returned_to_office', 'rejected')"
 _TERMINAL = sorted(TERMINAL)
 
 
-async def insert_request(
+# The request row, its first timeline entry and its ``request-registered`` event in the outbox, in
+# one statement (one round trip instead of three). The outbox part is shared/outbox.py's insert
+# and wake-up, written out here because it depends on the request row: a drawn tracking code that
+# is already taken inserts nothing at all (ON CONFLICT on that constraint only; a clash on
+# idempotency_key still raises) and the caller draws another, with no pre-check per registration.
+_INSERT_REGISTERED = """
+WITH request AS (
+    INSERT INTO requests (request_id, tracking_code, document_type, channel, applicant_name,
+        applicant_nik, applicant_phone, delivery, cod_fee, requirement_documents, status,
+        correlation_id, idempotency_key, body_hash, phone_last4, intake_via, registered_by,
+        service_date)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb, 'registered', $11, $12, $13,
+        right($7, 4), $14, $15, $16)
+    ON CONFLICT (tracking_code) DO NOTHING
+    RETURNING request_id
+), timeline AS (
+    INSERT INTO request_timeline (request_id, event_id, event_type, occurred_at, detail)
+    SELECT request_id, $17::uuid, $18::text, $19::timestamptz, $20::jsonb FROM request
+), queued AS (
+    INSERT INTO outbox (event_id, topic, key, value, headers)
+    SELECT $17::uuid, $18::text, $21::text, $22::bytea, $23::jsonb FROM request
+    RETURNING 1
+)
+SELECT pg_notify($24, '') FROM queued
+"""
+
+
+async def insert_registered(
     conn: asyncpg.Connection,
     *,
-    request_id: uuid.UUID,
-    registered: RequestRegistered,
-    correlation_id: str,
+    schema: str,
+    event: Envelope[RequestRegistered],
     idempotency_key: str | None,
     body_hash: str | None,
     intake_via: str,
     registered_by: str | None,
     service_date: date,
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO requests (request_id, tracking_code, document_type, channel, applicant_name,
-            applicant_nik, applicant_phone, delivery, cod_fee, requirement_documents, status,
-            correlation_id, idempotency_key, body_hash, phone_last4, intake_via, registered_by,
-            service_date)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb, 'registered', $11, $12, $13,
-            right($7, 4), $14, $15, $16)
-        """,
-        request_id,
+) -> bool:
+    """Insert the request ``event`` registers, its timeline entry and the event (outbox); False,
+    and nothing written, when its tracking code is already taken."""
+    registered = event.data
+    rows = await conn.fetch(
+        _INSERT_REGISTERED,
+        event.request_id,
         registered.tracking_code,
         registered.document_type.value,
         registered.channel,
@@ -48,13 +72,22 @@ async def insert_request(
         registered.delivery.model_dump_json(),
         registered.cod_fee,
         json.dumps(registered.requirement_documents),
-        correlation_id,
+        event.correlation_id,
         idempotency_key,
         body_hash,
         intake_via,
         registered_by,
         service_date,
+        event.event_id,
+        event.event_type,
+        event.occurred_at,
+        json.dumps({"document_type": registered.document_type.value}),
+        str(event.request_id),
+        event.model_dump_json().encode(),
+        json.dumps(event_headers(event)),
+        notify_channel(schema),
     )
+    return bool(rows)
 
 
 async def find_by_idempotency_key(conn: asyncpg.Connection, key: str) -> asyncpg.Record | None:
@@ -69,16 +102,26 @@ async def lock_applicant_document(conn: asyncpg.Connection, nik: str, document_t
     )
 
 
-async def find_open_duplicate(
-    conn: asyncpg.Connection, nik: str, document_type: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT request_id, tracking_code, status, applicant_phone FROM requests"
-        f" WHERE applicant_nik = $1 AND document_type = $2 AND {_OPEN}"
-        " ORDER BY created_at LIMIT 1",
-        nik,
-        document_type,
-    )
+_EARLIER = f"""
+SELECT 'replay' AS found, request_id, tracking_code, status, applicant_phone, body_hash,
+    document_type, cod_fee, requirement_documents, service_date, delivery
+FROM requests WHERE idempotency_key = $1
+UNION ALL
+(SELECT 'open', request_id, tracking_code, status, applicant_phone, body_hash,
+    document_type, cod_fee, requirement_documents, service_date, delivery
+ FROM requests WHERE applicant_nik = $2 AND document_type = $3 AND {_OPEN}
+ ORDER BY created_at LIMIT 1)
+"""
+
+
+async def find_replay_and_open(
+    conn: asyncpg.Connection, idempotency_key: str | None, nik: str | None, document_type: str
+) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
+    """In one round trip: the request registered earlier with ``idempotency_key`` (a replay) and
+    the oldest open request of (``nik``, ``document_type``). None skips a part (= NULL matches
+    nothing)."""
+    found = {r["found"]: r for r in await conn.fetch(_EARLIER, idempotency_key, nik, document_type)}
+    return found.get("replay"), found.get("open")
 
 
 async def get_request(conn: asyncpg.Connection, request_id: uuid.UUID) -> asyncpg.Record | None:
@@ -101,45 +144,67 @@ async def list_requests(
     )
 
 
-async def lock_status(conn: asyncpg.Connection, request_id: uuid.UUID) -> str | None:
-    return await conn.fetchval(
-        "SELECT status FROM requests WHERE request_id = $1 FOR UPDATE", request_id
+async def lock_statuses(
+    conn: asyncpg.Connection, request_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """Lock the requests and read their status; in request_id order, so that two transactions
+    locking overlapping sets wait for each other instead of deadlocking (rows are locked in the
+    order the sort returns them). Unknown ids are simply absent."""
+    rows = await conn.fetch(
+        "SELECT request_id, status FROM requests WHERE request_id = ANY($1::uuid[])"
+        " ORDER BY request_id FOR UPDATE",
+        list(request_ids),
     )
+    return {r["request_id"]: r["status"] for r in rows}
 
 
-async def update_status(
-    conn: asyncpg.Connection, request_id: uuid.UUID, status: str, cod_paid: bool | None
+async def update_statuses(
+    conn: asyncpg.Connection, changes: Sequence[tuple[uuid.UUID, str, bool | None]]
 ) -> None:
+    """(request_id, status, cod_paid) with one row per request (UPDATE ... FROM updates a row once
+    even if it matches twice); cod_paid None keeps the flag. A terminal status keeps the first
+    finished_at."""
+    request_ids, statuses, cod_paid = zip(*changes, strict=True)
     await conn.execute(
-        "UPDATE requests SET status = $2, cod_paid = coalesce($3, cod_paid), updated_at = now(),"
-        " finished_at = CASE WHEN $2 = ANY($4::text[]) THEN coalesce(finished_at, now()) END"
-        " WHERE request_id = $1",
-        request_id,
-        status,
+        """
+        UPDATE requests AS r SET
+            status = u.status,
+            cod_paid = coalesce(u.cod_paid, r.cod_paid),
+            updated_at = now(),
+            finished_at = CASE WHEN u.status = ANY($4::text[]) THEN coalesce(r.finished_at, now()) END
+        FROM unnest($1::uuid[], $2::text[], $3::boolean[]) AS u(request_id, status, cod_paid)
+        WHERE r.request_id = u.request_id
+        """,
+        request_ids,
+        statuses,
         cod_paid,
         _TERMINAL,
     )
 
 
-async def add_timeline(
-    conn: asyncpg.Connection,
-    *,
-    request_id: uuid.UUID,
-    event_id: uuid.UUID,
-    event_type: str,
-    occurred_at: datetime,
-    detail: dict[str, Any],
-    note: str | None = None,
-) -> None:
+class TimelineRow(NamedTuple):
+    request_id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    occurred_at: datetime
+    detail: str  # JSON
+    note: str | None
+
+
+async def add_timeline_rows(conn: asyncpg.Connection, rows: Sequence[TimelineRow]) -> None:
+    if not rows:
+        return
+    columns = list(zip(*rows, strict=True))
     await conn.execute(
-        "INSERT INTO request_timeline (request_id, event_id, event_type, occurred_at, detail, note)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6) ON CONFLICT (event_id) DO NOTHING",
-        request_id,
-        event_id,
-        event_type,
-        occurred_at,
-        json.dumps(detail),
-        note,
+        """
+        INSERT INTO request_timeline (request_id, event_id, event_type, occurred_at, detail, note)
+        SELECT request_id, event_id, event_type, occurred_at, detail::jsonb, note
+        FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
+            WITH ORDINALITY AS t(request_id, event_id, event_type, occurred_at, detail, note, n)
+        ORDER BY n  -- ids in the order given: the timeline's tie-break between equal times
+        ON CONFLICT (event_id) DO NOTHING
+        """,
+        *columns,
     )
 
 
