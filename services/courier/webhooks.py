@@ -1,8 +1,9 @@
 """Partner webhooks: verified on the raw body, deduplicated, turned into events via the outbox.
 
-One short transaction per callback: dedupe on the partner's event id, apply the state machine,
-write the events. Nothing waits on Kafka or on another HTTP call, so the partner gets its answer
-in milliseconds. Refusals (a clear 4xx, no event, nothing stored):
+One short transaction per callback: lock the shipment and dedupe on the partner's event id (one
+statement), apply the state machine, store the new state with its anomalies and custody step (one
+statement), write the events. Nothing waits on Kafka or on another HTTP call, so the partner gets
+its answer in milliseconds. Refusals (a clear 4xx, no event, nothing stored):
 
 - 401: bad or missing signature, timestamp outside the 5-minute window (a replay);
 - 400: a body that is not what the partner sends (not JSON / form, missing fields);
@@ -15,9 +16,8 @@ A callback sent again with the same event id is acknowledged (200) and only coun
 
 from __future__ import annotations
 
-import json
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -82,11 +82,67 @@ async def partner_webhook(partner: str, request: Request) -> Any:
         log.warning("partner callback rejected", partner=partner, status=exc.status_code,
                     reason=exc.reason)
         return problem_response(exc.status_code, exc.reason)
-    originals_days = timedelta(days=rt.settings.originals_return_days)
-    async with rt.pool.acquire() as conn, conn.transaction():
-        for fact in facts:
-            await apply_fact(conn, rt.schema, fact, originals_days)
+    if facts:  # only events we do not track (acknowledged): no transaction to open
+        originals_days = timedelta(days=rt.settings.originals_return_days)
+        async with rt.pool.acquire() as conn, conn.transaction():
+            for fact in facts:
+                await apply_fact(conn, rt.schema, fact, originals_days)
     return JSONResponse(_ACK[partner])
+
+
+# The shipment first: its row lock orders concurrent callbacks of one parcel. The callback's dedupe
+# row is written in the same round trip, already naming the request; ``fresh`` is false when the
+# partner sent this event id before. Only the columns the decision needs are read.
+_LOCK_AND_RECORD = """
+WITH shipment AS (
+    SELECT request_id, correlation_id, status, handed, cod_paid, delivered, returned,
+        failed_attempts, cod_fee, requirement_documents <> '[]'::jsonb AS has_originals
+    FROM shipments WHERE waybill = $1 AND partner = $2
+    FOR UPDATE
+), callback AS (
+    INSERT INTO partner_callbacks (partner_event_id, partner, waybill, kind, occurred_at,
+        cod_amount, last_received_at, request_id)
+    SELECT $3, $2, $1, $4, $5, $6, now(), request_id FROM shipment
+    ON CONFLICT DO NOTHING
+    RETURNING true
+)
+SELECT shipment.*, EXISTS (SELECT FROM callback) AS fresh FROM shipment
+"""
+
+# The decision stored in one round trip: the shipment's new state, the anomalies (usually none)
+# and, on a delivery with originals to bring back, the first custody step.
+_STORE = """
+WITH anomaly AS (
+    INSERT INTO shipment_anomalies (request_id, waybill, detail)
+    SELECT $1, $17, a.detail FROM unnest($18::text[]) WITH ORDINALITY AS a(detail, n) ORDER BY a.n
+), custody AS (
+    INSERT INTO originals_custody (request_id, step, actor, detail, at)
+    SELECT $1, $19, $20, $21, $8 WHERE $19::text IS NOT NULL
+)
+UPDATE shipments SET status = $2, handed = $3, cod_paid = $4, delivered = $5,
+    returned = $6, failed_attempts = $7,
+    -- a pickup scan that arrives late still tells when the courier took the parcel
+    handed_at = CASE WHEN $12 = 'picked_up' AND $3 THEN least(coalesce(handed_at, $8), $8)
+                     WHEN $3 AND handed_at IS NULL THEN $8 ELSE handed_at END,
+    cod_paid_at = CASE WHEN $4 AND cod_paid_at IS NULL THEN $8 ELSE cod_paid_at END,
+    cod_amount_collected = CASE WHEN $4 AND cod_amount_collected IS NULL THEN $9
+                                ELSE cod_amount_collected END,
+    delivered_at = CASE WHEN $5 AND delivered_at IS NULL THEN $8 ELSE delivered_at END,
+    received_by = coalesce(received_by, $10),
+    documents_collected = coalesce(documents_collected, $11),
+    last_failure_reason = CASE WHEN $12 = 'delivery_failed' AND NOT $5 THEN $13
+                               ELSE last_failure_reason END,
+    last_failed_at = CASE WHEN $12 = 'delivery_failed' AND NOT $5 THEN $8
+                          ELSE last_failed_at END,
+    returned_at = CASE WHEN $6 AND returned_at IS NULL THEN $8 ELSE returned_at END,
+    return_reason = CASE WHEN $6 AND return_reason IS NULL THEN $13
+                         ELSE return_reason END,
+    originals_status = CASE WHEN $14 THEN $15
+                            WHEN $6 AND NOT $5 THEN 'none' ELSE originals_status END,
+    originals_due_at = CASE WHEN $14 THEN $8 + $16::interval ELSE originals_due_at END,
+    updated_at = now()
+WHERE request_id = $1
+"""
 
 
 async def apply_fact(
@@ -95,31 +151,21 @@ async def apply_fact(
     fact: PartnerEvent,
     originals_days: timedelta = timedelta(days=7),
 ) -> None:
-    # the shipment first: its row lock orders concurrent callbacks of one parcel, and the
-    # callback row is written once, already naming the request
     row = await conn.fetchrow(
-        "SELECT * FROM shipments WHERE waybill = $1 AND partner = $2 FOR UPDATE",
+        _LOCK_AND_RECORD,
         fact.waybill,
         fact.partner,
+        fact.partner_event_id,
+        fact.kind,
+        fact.occurred_at,
+        fact.cod_amount,
     )
     if row is None:
         # 404 rolls the transaction back, so the partner's retry is applied once we know the waybill
         log.warning("partner callback rejected", partner=fact.partner, status=404,
                     reason="unknown waybill", waybill=fact.waybill)
         raise Problem(404, "Resi tidak dikenal / Unknown waybill", fact.waybill)
-    fresh = await conn.fetchval(
-        "INSERT INTO partner_callbacks (partner_event_id, partner, waybill, kind, occurred_at,"
-        " cod_amount, last_received_at, request_id) VALUES ($1, $2, $3, $4, $5, $6, now(), $7)"
-        " ON CONFLICT DO NOTHING RETURNING true",
-        fact.partner_event_id,
-        fact.partner,
-        fact.waybill,
-        fact.kind,
-        fact.occurred_at,
-        fact.cod_amount,
-        row["request_id"],
-    )
-    if not fresh:
+    if not row["fresh"]:
         # the partner sent this callback before: already applied; counted for reconciliation
         await conn.execute(
             "UPDATE partner_callbacks SET times_received = times_received + 1,"
@@ -145,15 +191,11 @@ async def apply_fact(
         if mismatch:
             anomalies.append(mismatch)
     for detail in anomalies:
-        await conn.execute(
-            "INSERT INTO shipment_anomalies (request_id, waybill, detail) VALUES ($1, $2, $3)",
-            row["request_id"],
-            fact.waybill,
-            detail,
-        )
         log.warning("shipment anomaly", request_id=str(row["request_id"]), detail=detail)
     new = decision.state
-    await _store_state(conn, row, fact, new, topics.DELIVERED in decision.emit, originals_days)
+    await _store_state(
+        conn, row, fact, new, topics.DELIVERED in decision.emit, originals_days, anomalies
+    )
     for topic in decision.emit:
         await add_event(
             conn,
@@ -177,37 +219,16 @@ async def _store_state(
     new: ShipmentState,
     delivered_now: bool,
     originals_days: timedelta,
+    anomalies: list[str],
 ) -> None:
-    at: datetime = fact.occurred_at
     kind = fact.kind
-    required = json.loads(row["requirement_documents"] or "[]")
-    originals = originals_after_delivery(fact.documents_collected) if required else "none"
+    originals = originals_after_delivery(fact.documents_collected) if row["has_originals"] else "none"
+    # the chain of custody starts at the door, when there are originals to bring back
+    custody_step = None
+    if delivered_now and originals != "none":
+        custody_step = "collected_at_door" if originals == "with_courier" else originals
     await conn.execute(
-        """
-        UPDATE shipments SET status = $2, handed = $3, cod_paid = $4, delivered = $5,
-            returned = $6, failed_attempts = $7,
-            -- a pickup scan that arrives late still tells when the courier took the parcel
-            handed_at = CASE WHEN $12 = 'picked_up' AND $3 THEN least(coalesce(handed_at, $8), $8)
-                             WHEN $3 AND handed_at IS NULL THEN $8 ELSE handed_at END,
-            cod_paid_at = CASE WHEN $4 AND cod_paid_at IS NULL THEN $8 ELSE cod_paid_at END,
-            cod_amount_collected = CASE WHEN $4 AND cod_amount_collected IS NULL THEN $9
-                                        ELSE cod_amount_collected END,
-            delivered_at = CASE WHEN $5 AND delivered_at IS NULL THEN $8 ELSE delivered_at END,
-            received_by = coalesce(received_by, $10),
-            documents_collected = coalesce(documents_collected, $11),
-            last_failure_reason = CASE WHEN $12 = 'delivery_failed' AND NOT $5 THEN $13
-                                       ELSE last_failure_reason END,
-            last_failed_at = CASE WHEN $12 = 'delivery_failed' AND NOT $5 THEN $8
-                                  ELSE last_failed_at END,
-            returned_at = CASE WHEN $6 AND returned_at IS NULL THEN $8 ELSE returned_at END,
-            return_reason = CASE WHEN $6 AND return_reason IS NULL THEN $13
-                                 ELSE return_reason END,
-            originals_status = CASE WHEN $14 THEN $15
-                                    WHEN $6 AND NOT $5 THEN 'none' ELSE originals_status END,
-            originals_due_at = CASE WHEN $14 THEN $8 + $16::interval ELSE originals_due_at END,
-            updated_at = now()
-        WHERE request_id = $1
-        """,
+        _STORE,
         row["request_id"],
         new.status,
         new.handed,
@@ -215,7 +236,7 @@ async def _store_state(
         new.delivered,
         new.returned,
         new.failed_attempts,
-        at,
+        fact.occurred_at,
         fact.cod_amount if kind == "cod_collected" else None,
         fact.received_by if kind == "delivered" else None,
         fact.documents_collected if kind == "delivered" else None,
@@ -224,18 +245,12 @@ async def _store_state(
         delivered_now,
         originals,
         originals_days,
+        fact.waybill,
+        anomalies,
+        custody_step,
+        f"kurir {fact.partner} (resi {fact.waybill})",
+        f"diterima oleh {fact.received_by}" if fact.received_by else None,
     )
-    if delivered_now and originals != "none":
-        step = "collected_at_door" if originals == "with_courier" else originals
-        await conn.execute(
-            "INSERT INTO originals_custody (request_id, step, actor, detail, at)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            row["request_id"],
-            step,
-            f"kurir {fact.partner} (resi {fact.waybill})",
-            f"diterima oleh {fact.received_by}" if fact.received_by else None,
-            at,
-        )
 
 
 def _payload(topic: str, row: asyncpg.Record, fact: PartnerEvent, state: ShipmentState) -> Any:

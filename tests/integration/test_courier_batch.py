@@ -1,5 +1,6 @@
-"""Courier's consumer applies a batch with set-based SQL: the rows must be those of applying the
-events one by one, in any order, and a bad event must be dead-lettered alone."""
+"""Courier's SQL against a real database: a consumed batch is applied with set-based statements
+(the rows must be those of applying the events one by one, in any order, and a bad event must be
+dead-lettered alone); a partner callback is locked, deduplicated and stored in few statements."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from services.courier import events as courier_events
+from services.courier.partners import PartnerEvent
+from services.courier.webhooks import apply_fact
 from shared.contracts import topics
 from shared.contracts.events import (
     Address,
@@ -26,6 +29,7 @@ from shared.contracts.events import (
     new_event,
 )
 from shared.db.pool import create_pool, migrate
+from shared.http import Problem
 from shared.kafka.consumer import EventConsumer
 
 pytestmark = pytest.mark.integration
@@ -192,3 +196,86 @@ async def test_a_bad_event_in_a_batch_is_dead_lettered_alone(pool: asyncpg.Pool)
     assert (consumer.stats.applied, consumer.stats.dead_lettered) == (3, 2)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM dead_letter") == 1
+
+
+# ---- partner callbacks: lock + dedupe row in one statement, state + anomalies + custody in one --
+
+
+def _fact(kind: str, event_id: str, waybill: str, **kw: Any) -> PartnerEvent:
+    return PartnerEvent(partner="jnt", partner_event_id=event_id, waybill=waybill, kind=kind,  # type: ignore[arg-type]
+                        occurred_at=kw.pop("at", T0), **kw)
+
+
+async def test_callbacks_store_state_anomalies_custody_and_count_resends(pool: asyncpg.Pool) -> None:
+    a = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await courier_events.apply_batch(conn, [registered(a, "corr-a"), printed(a, "corr-a", "N")])
+        await conn.execute("UPDATE shipments SET status = 'booked', waybill = 'JX1' WHERE request_id = $1", a)
+        schema = await conn.fetchval("SELECT current_schema()")
+
+        with pytest.raises(Problem) as unknown:
+            async with conn.transaction():
+                await apply_fact(conn, schema, _fact("picked_up", "jnt:0", "NOPE"))
+        assert unknown.value.status == 404
+
+        # delivered with no pickup scan: the implied handover first, an anomaly, the custody step
+        delivered = _fact("delivered", "jnt:1", "JX1", at=T0 + timedelta(hours=5),
+                          received_by="Siti", documents_collected=True)
+        async with conn.transaction():
+            await apply_fact(conn, schema, delivered)
+        # a wrong COD amount: applied, flagged
+        async with conn.transaction():
+            await apply_fact(conn, schema, _fact("cod_collected", "jnt:2", "JX1", cod_amount=25000,
+                                                 at=T0 + timedelta(hours=5)))
+        # the late pickup scan corrects handed_at; the delivery resent twice is only counted
+        async with conn.transaction():
+            await apply_fact(conn, schema, _fact("picked_up", "jnt:3", "JX1", at=T0 + timedelta(hours=1)))
+        for _ in range(2):
+            async with conn.transaction():
+                await apply_fact(conn, schema, delivered)
+
+        ship = await conn.fetchrow("SELECT * FROM shipments WHERE request_id = $1", a)
+        anomalies = await conn.fetch("SELECT detail FROM shipment_anomalies ORDER BY id")
+        custody = await conn.fetch("SELECT step, actor, detail, at FROM originals_custody")
+        callbacks = await conn.fetch(
+            "SELECT partner_event_id, request_id, times_received, cod_amount"
+            " FROM partner_callbacks ORDER BY partner_event_id")
+        outbox = await conn.fetch("SELECT topic FROM outbox ORDER BY id")
+
+    assert ship["status"] == "completed" and ship["handed"] and ship["delivered"] and ship["cod_paid"]
+    assert ship["handed_at"] == T0 + timedelta(hours=1)
+    assert ship["cod_amount_collected"] == 25000 and ship["received_by"] == "Siti"
+    assert ship["originals_status"] == "with_courier"
+    assert ship["originals_due_at"] == T0 + timedelta(hours=5, days=7)
+    assert [r["detail"] for r in anomalies] == [
+        "delivered before any pickup scan",
+        "COD collected Rp 25000 differs from the fee Rp 20000",
+    ]
+    assert [tuple(r) for r in custody] == [
+        ("collected_at_door", "kurir jnt (resi JX1)", "diterima oleh Siti", T0 + timedelta(hours=5))
+    ]
+    assert [(r["partner_event_id"], r["request_id"], r["times_received"], r["cod_amount"])
+            for r in callbacks] == [
+        ("jnt:1", a, 3, None), ("jnt:2", a, 1, 25000), ("jnt:3", a, 1, None)
+    ]
+    assert [r["topic"] for r in outbox] == [
+        topics.HANDED_TO_COURIER, topics.DELIVERED, topics.COD_PAID
+    ]
+
+
+async def test_a_shipment_without_originals_gets_no_custody_step(pool: asyncpg.Pool) -> None:
+    a = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await courier_events.apply_batch(
+            conn, [registered(a, "corr-a", docs=[]), printed(a, "corr-a", "N")]
+        )
+        await conn.execute("UPDATE shipments SET status = 'booked', waybill = 'JX2' WHERE request_id = $1", a)
+        schema = await conn.fetchval("SELECT current_schema()")
+        async with conn.transaction():
+            await apply_fact(conn, schema, _fact("picked_up", "jnt:p", "JX2"))
+            await apply_fact(conn, schema, _fact("delivered", "jnt:d", "JX2", received_by="Budi"))
+        ship = await conn.fetchrow("SELECT * FROM shipments WHERE request_id = $1", a)
+        assert await conn.fetchval("SELECT count(*) FROM originals_custody") == 0
+        assert await conn.fetchval("SELECT count(*) FROM shipment_anomalies") == 0
+    assert ship["status"] == "delivered" and ship["originals_status"] == "none"
+    assert ship["documents_collected"] is None
