@@ -6,8 +6,10 @@ stand-in for partners in development and tests, where a fresh world per run is w
 
 from __future__ import annotations
 
+import math
 import random
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -122,6 +124,11 @@ class Fault:
         return self.mode
 
 
+def _received_at_epoch(message: dict[str, Any]) -> float:
+    epoch: float = message["received_at_epoch"]
+    return epoch
+
+
 @dataclass
 class State:
     seed: int | None = None
@@ -129,6 +136,11 @@ class State:
     # (partner, order ref) -> waybill: the dedupe that makes booking retries safe
     orders: dict[tuple[str, str], str] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)  # WhatsApp, in arrival order
+    # the same messages by recipient (wa_id): a poll for one phone does not scan everyone's
+    messages_to: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # whether ``messages`` is in ``received_at_epoch`` order too (the wall clock never stepped
+    # back), so a poll "since t" finds its first message by bisection instead of a scan
+    messages_in_time_order: bool = True
     pos_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
     faults: dict[str, Fault] = field(default_factory=dict)
     # order ref -> (scenario name, steps): lives to play instead of autoplay when booked
@@ -137,6 +149,22 @@ class State:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+
+    def add_message(self, message: dict[str, Any]) -> None:
+        if self.messages and message["received_at_epoch"] < self.messages[-1]["received_at_epoch"]:
+            self.messages_in_time_order = False
+        self.messages.append(message)
+        self.messages_to.setdefault(message["wa_id"], []).append(message)
+
+    def find_messages(self, wa_id: str | None, since: float | None) -> list[dict[str, Any]]:
+        """Messages (in arrival order) to ``wa_id`` (None: anyone) received at ``since`` or later
+        (unix seconds; None: ever)."""
+        found = self.messages if wa_id is None else self.messages_to.get(wa_id, [])
+        if since is None:
+            return list(found)
+        if wa_id is None and self.messages_in_time_order and not math.isnan(since):
+            return found[bisect_left(found, since, key=_received_at_epoch) :]
+        return [m for m in found if m["received_at_epoch"] >= since]
 
     def new_waybill(self, prefix: str, digits: int) -> str:
         while True:

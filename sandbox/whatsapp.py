@@ -136,7 +136,7 @@ def _record(world: World, phone_number_id: str, body: dict[str, Any]) -> dict[st
         "received_at_epoch": received.timestamp(),
         "body": body,
     }
-    world.state.messages.append(message)
+    world.state.add_message(message)
     return message
 
 
@@ -179,12 +179,7 @@ async def send_message(version: str, phone_number_id: str, request: Request) -> 
 
 def messages_since(world: World, to: str | None, since: float | None) -> list[dict[str, Any]]:
     wanted = to.strip().removeprefix("+") if to else None
-    return [
-        m
-        for m in world.state.messages
-        if (wanted is None or m["wa_id"] == wanted)
-        and (since is None or m["received_at_epoch"] >= since)
-    ]
+    return world.state.find_messages(wanted, since)
 
 
 def parse_since(value: str | None) -> float | None:

@@ -2,27 +2,34 @@
 
 Callback delivery behaves like a real partner's: any non-2xx answer or connection error is retried
 with exponential backoff (start 200 ms, doubling, cap 5 s, with jitter) until the courier service
-accepts it. One shared httpx client and a semaphore bound the POSTs in flight, so a burst of
+accepts it. One shared HTTP client and a semaphore bound the POSTs in flight, so a burst of
 shipments cannot open thousands of sockets.
+
+The client is a plain keep-alive ``aiohttp.ClientSession``: the sandbox plays the partners for the
+benchmark, and httpx's client on top of aiohttp (``shared.http_client.outbound_client``) was 18% of
+its CPU (request and response models, its cookie jar) for nothing the sandbox needs. Tests that
+pass a ``callback_transport`` (an httpx transport: ``ScriptedCourier``) still get an httpx client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import aiohttp
 import httpx
 
-from sandbox.callbacks import CallbackFact, occurred, signed_request
+from sandbox.callbacks import CallbackFact, SignedRequest, occurred, signed_request
 from sandbox.scripts import Step
 from sandbox.settings import CodOrder, SandboxSettings
 from sandbox.state import CallbackRecord, FactKind, ScriptProgress, Shipment, State, utc_now
-from shared.http_client import outbound_client
+from shared.http_client import KEEPALIVE_S, _mapped, outbound_client
 
 _ANSWER_PREVIEW_CHARS = 2000
 
@@ -67,12 +74,21 @@ class World:
         self.config = PlayConfig.from_settings(settings)
         self._transport = callback_transport
         self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._courier_url = settings.courier_url.rstrip("/")
+        # The timeouts httpx.Timeout(callback_timeout_s) had on shared.http_client's transport:
+        # connecting (pool wait + connect), connecting alone, and each read of the answer.
+        t = settings.callback_timeout_s
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=2 * t, sock_connect=t, sock_read=t
+        )
         self._semaphore = asyncio.Semaphore(settings.callback_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._jitter = random.Random(settings.seed)
 
     @property
     def client(self) -> httpx.AsyncClient:
+        """The httpx client over ``callback_transport`` (tests only)."""
         # Created on first use so the app also works without a lifespan (ASGITransport in tests).
         if self._client is None:
             n = self.settings.callback_concurrency
@@ -83,6 +99,19 @@ class World:
                 max_connections=n,
             )
         return self._client
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The keep-alive session callbacks go out on (created on first use, in the loop)."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.settings.callback_concurrency, keepalive_timeout=KEEPALIVE_S
+            )
+            # as shared.http_client's: no cookies kept between calls, no environment proxies
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+            )
+        return self._session
 
     @property
     def playing(self) -> int:
@@ -248,13 +277,10 @@ class World:
             request = signed_request(
                 self.settings, shipment, fact, time.time(), bad_signature, stale
             )
-            try:
-                response = await self.client.post(
-                    request.path, content=request.body, headers=request.headers
-                )
-                answer = Answer(response.status_code, _preview(response))
-            except httpx.HTTPError as exc:
-                answer = Answer(None, None, f"{type(exc).__name__}: {exc}")
+            if self._transport is not None:
+                answer = await self._post_httpx(request)
+            else:
+                answer = await self._post(request)
         record.attempts += 1
         record.last_status, record.last_error = answer.status_code, answer.error
         if answer.ok:
@@ -262,6 +288,31 @@ class World:
             record.delivered = True
             record.delivered_at = record.delivered_at or utc_now()
         return answer
+
+    async def _post(self, request: SignedRequest) -> Answer:
+        try:
+            async with self.session.post(
+                self._courier_url + request.path,
+                data=request.body,
+                headers=request.headers,
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as response:
+                body = await response.read()
+                return Answer(response.status, _preview(body, response.charset))
+        except aiohttp.ClientError as exc:
+            # named as before, when the POST went through httpx: ConnectError, ReadTimeout...
+            error = _mapped(exc)
+            return Answer(None, None, f"{type(error).__name__}: {error}")
+
+    async def _post_httpx(self, request: SignedRequest) -> Answer:
+        try:
+            response = await self.client.post(
+                request.path, content=request.body, headers=request.headers
+            )
+        except httpx.HTTPError as exc:
+            return Answer(None, None, f"{type(exc).__name__}: {exc}")
+        return Answer(response.status_code, _preview(response.content, response.charset_encoding))
 
     async def deliver(self, shipment: Shipment, fact: CallbackFact) -> None:
         delay = self.settings.retry_start_ms / 1000
@@ -291,10 +342,18 @@ class World:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
-def _preview(response: httpx.Response) -> Any:
+def _preview(body: bytes, charset: str | None) -> Any:
+    """The answer as JSON, or the start of its text (as httpx's ``json()`` and ``text`` read it)."""
     try:
-        return response.json()
+        return json.loads(body)
     except ValueError:
-        return response.text[:_ANSWER_PREVIEW_CHARS]
+        try:
+            text = body.decode(charset or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            text = body.decode("utf-8", errors="replace")
+        return text[:_ANSWER_PREVIEW_CHARS]

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+from aiohttp import web as aiohttp_web
 from fastapi import FastAPI
 
 from sandbox.settings import SandboxSettings
+from sandbox.state import State
 from sandbox.testing import (
     SANDBOX_BASE_URL,
     CourierCall,
@@ -405,3 +409,131 @@ async def test_settlement_file_lists_each_collection_of_the_day_once() -> None:
         f"{second},p2,25000,2024-05-01 13:00:00",
     ]
     assert pos_text.splitlines() == ["awb,orderid,codvalue,paid_at"]
+
+
+# --- callbacks over TCP (the sandbox's own aiohttp session), message polling -------------------
+
+
+@contextlib.asynccontextmanager
+async def tcp_courier(
+    answer: Callable[[aiohttp_web.Request, int], aiohttp_web.Response],
+) -> AsyncIterator[tuple[str, list[tuple[str, dict[str, str], bytes]]]]:
+    """A courier stand-in on a real socket: its base URL and every (path, headers, body) POSTed."""
+    received: list[tuple[str, dict[str, str], bytes]] = []
+
+    async def webhook(request: aiohttp_web.Request) -> aiohttp_web.Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        received.append((request.path, headers, await request.read()))
+        return answer(request, len(received) - 1)
+
+    app = aiohttp_web.Application()
+    app.router.add_post("/webhooks/jnt", webhook)
+    app.router.add_post("/webhooks/pos", webhook)
+    runner = aiohttp_web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp_web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/", received
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("partner_name", ["jnt", "pos"])
+async def test_callbacks_over_tcp_are_signed_retried_and_answered_as_before(
+    partner_name: str,
+) -> None:
+    """Without a ``callback_transport`` the sandbox POSTs on its own keep-alive aiohttp session:
+    the partner's headers and body (they verify), a retry after a 503, the answer's JSON kept."""
+
+    def answer(_: aiohttp_web.Request, n: int) -> aiohttp_web.Response:
+        if n == 0:
+            return aiohttp_web.json_response({"title": "not ready"}, status=503)
+        return aiohttp_web.json_response({"status": "accepted", "n": n})
+
+    async with tcp_courier(answer) as (url, received):
+        settings = SandboxSettings(**FAST, courier_url=url)
+        async with in_process_sandbox(settings) as (app, client):
+            partner = partner_for(partner_name, client, settings)
+            waybill = (await partner.book(booking(f"tcp-{partner_name}"))).waybill
+            shipment = world_of(app).state.shipments[waybill]
+            await wait_until(
+                lambda: len(shipment.callbacks) == 3 and all(c.delivered for c in shipment.callbacks)
+            )
+            manual = (await client.post(f"/sandbox/shipments/{waybill}/callbacks",
+                                        json={"kind": "in_transit"})).json()
+    assert [path for path, _, _ in received] == [f"/webhooks/{partner_name}"] * 5
+    events = [e for _, headers, body in received
+              for e in partner.parse_webhook(headers, body, time.time())]
+    assert [e.kind for e in events[:2]] == ["picked_up", "picked_up"]  # the retry: same event id
+    assert events[0].partner_event_id == events[1].partner_event_id
+    assert shipment.callbacks[0].attempts == 2 and shipment.callbacks[0].last_status == 200
+    assert manual["answer"] == {"status_code": 200, "body": {"status": "accepted", "n": 4},
+                                "error": None}
+
+
+async def test_a_callback_to_a_courier_that_is_not_listening_reports_the_error() -> None:
+    async with tcp_courier(lambda _r, _n: aiohttp_web.Response(text="ok")) as (url, _):
+        pass  # the port is free again: connections are refused
+    settings = SandboxSettings(autoplay=False, courier_url=url)
+    async with in_process_sandbox(settings) as (_, client):
+        waybill = (await partner_for("pos", client, settings).book(booking("refused"))).waybill
+        answer = (await client.post(f"/sandbox/shipments/{waybill}/callbacks",
+                                    json={"kind": "picked_up"})).json()
+    assert answer["answer"]["status_code"] is None
+    assert answer["answer"]["error"].startswith("ConnectError: ")  # named as httpx named it
+    assert answer["callback"]["delivered"] is False and answer["callback"]["attempts"] == 1
+
+
+async def test_a_text_answer_is_kept_as_text() -> None:
+    async with tcp_courier(lambda _r, _n: aiohttp_web.Response(text="x" * 3000)) as (url, _):
+        settings = SandboxSettings(autoplay=False, courier_url=url)
+        async with in_process_sandbox(settings) as (_, client):
+            waybill = (await partner_for("jnt", client, settings).book(booking("t"))).waybill
+            answer = (await client.post(f"/sandbox/shipments/{waybill}/callbacks",
+                                        json={"kind": "picked_up"})).json()["answer"]
+    assert answer["status_code"] == 200 and answer["body"] == "x" * 2000
+
+
+def test_message_polls_find_what_a_scan_finds() -> None:
+    """Indexed by recipient and bisected on time, a poll answers what filtering every message
+    would, the wall clock stepping back included."""
+    state = State()
+    rng = random.Random(5)
+    epoch = 1_700_000_000.0
+    for n in range(300):
+        epoch += rng.choice([0.0, 0.001, 0.5])
+        if n == 200:
+            epoch -= 3.0  # the clock stepped back
+        wa_id = f"6281{rng.randrange(10)}"
+        state.add_message({"id": n, "wa_id": wa_id, "received_at_epoch": epoch})
+        if n in (10, 199, 299):
+            for since in [None, epoch - 1.0, epoch, epoch + 1, float("nan"), float("-inf")]:
+                for to in [None, wa_id, "62000"]:
+                    scan = [m for m in state.messages
+                            if (to is None or m["wa_id"] == to)
+                            and (since is None or m["received_at_epoch"] >= since)]
+                    assert state.find_messages(to, since) == scan, (n, since, to)
+    assert not state.messages_in_time_order
+
+
+async def test_polling_messages_since_and_to() -> None:
+    async with in_process_sandbox(SandboxSettings(autoplay=False)) as (app, client):
+        state = world_of(app).state
+        for n, (wa_id, epoch) in enumerate([("6281", 10.0), ("6282", 20.0), ("6281", 30.0)]):
+            state.add_message({"id": n, "wa_id": wa_id, "received_at_epoch": epoch})
+
+        async def ids(**params: str) -> list[int]:
+            answer = (await client.get("/sandbox/whatsapp/messages", params=params)).json()
+            assert answer["count"] == len(answer["messages"])
+            return [m["id"] for m in answer["messages"]]
+
+        assert await ids() == [0, 1, 2]
+        assert await ids(since="20") == [1, 2]
+        assert await ids(since="20.5", to="+6281") == [2]
+        assert await ids(to=" 6282") == [1]
+        assert await ids(since="1970-01-01T00:00:15Z") == [1, 2]
+        assert await ids(since="31") == []
+        await client.post("/sandbox/reset")
+        assert await ids() == []
