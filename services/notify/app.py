@@ -41,6 +41,7 @@ def build(settings: NotifySettings | None = None) -> FastAPI:
         migrations=Path(__file__).parent / "migrations",
         routers=[api.router, webhooks.router],
         handlers=lambda rt: events.handlers(),
+        batch_handler=lambda rt: events.apply_batch,
         background=[sender.sender_loop],
         on_start=_start,
         on_stop=_stop,
