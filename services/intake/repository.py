@@ -120,6 +120,8 @@ async def find_replay_and_open(
     """In one round trip: the request registered earlier with ``idempotency_key`` (a replay) and
     the oldest open request of (``nik``, ``document_type``). None skips a part (= NULL matches
     nothing)."""
+    if idempotency_key is None and nik is None:
+        return None, None
     found = {r["found"]: r for r in await conn.fetch(_EARLIER, idempotency_key, nik, document_type)}
     return found.get("replay"), found.get("open")
 
