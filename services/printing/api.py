@@ -174,7 +174,8 @@ async def _update(
     *args: Any,
 ) -> asyncpg.Record:
     """Update the (locked) job and record the action as done, in one statement (one round trip
-    instead of two). ``assignments`` may use $3 (the operator) and $4... (``args``)."""
+    instead of two). ``assignments`` (a constant of this module, never input) may use $3 (the
+    operator) and $4... (``args``)."""
     return await conn.fetchrow(
         f"WITH job AS (UPDATE print_jobs SET {assignments}, updated_at = now()"
         " WHERE request_id = $1 RETURNING *),"
