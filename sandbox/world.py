@@ -29,7 +29,7 @@ from sandbox.callbacks import CallbackFact, SignedRequest, occurred, signed_requ
 from sandbox.scripts import Step
 from sandbox.settings import CodOrder, SandboxSettings
 from sandbox.state import CallbackRecord, FactKind, ScriptProgress, Shipment, State, utc_now
-from shared.http_client import KEEPALIVE_S, _mapped, outbound_client
+from shared.http_client import KEEPALIVE_S, mapped_error, outbound_client
 
 _ANSWER_PREVIEW_CHARS = 2000
 
@@ -302,7 +302,7 @@ class World:
                 return Answer(response.status, _preview(body, response.charset))
         except aiohttp.ClientError as exc:
             # named as before, when the POST went through httpx: ConnectError, ReadTimeout...
-            error = _mapped(exc)
+            error = mapped_error(exc)
             return Answer(None, None, f"{type(error).__name__}: {error}")
 
     async def _post_httpx(self, request: SignedRequest) -> Answer:

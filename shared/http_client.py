@@ -44,7 +44,7 @@ from httpx._client import USE_CLIENT_DEFAULT  # httpx's own sentinel for "the cl
 KEEPALIVE_S = 2.0
 
 
-def _mapped(exc: aiohttp.ClientError) -> httpx.TransportError:
+def mapped_error(exc: aiohttp.ClientError) -> httpx.TransportError:
     """The httpx exception that tells the caller whether the request can have been received."""
     message = str(exc) or type(exc).__name__
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -112,7 +112,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                                 "reason_phrase": (answer.reason or "").encode()},
                 )
         except aiohttp.ClientError as exc:
-            raise _mapped(exc) from exc
+            raise mapped_error(exc) from exc
 
     async def aclose(self) -> None:
         if self._session is not None:
