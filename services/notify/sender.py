@@ -129,6 +129,20 @@ async def sender_loop(rt: Runtime) -> None:
     inflight: set[asyncio.Task[None]] = set()
     more = True  # due rows may be waiting that the last claim did not take
     last_claim = float("-inf")
+    # What the loop waits for, resolved by the first of: the waker, a finished send, the timer.
+    # One future per turn: asyncio.wait over a fresh task waiting on the waker plus every send in
+    # flight cost a task and a callback per send in flight at every turn (a turn per send).
+    tick: asyncio.Future[None] = loop.create_future()
+
+    def poke(_: object = None) -> None:
+        if not tick.done():
+            tick.set_result(None)
+
+    def finished(task: asyncio.Task[None]) -> None:
+        inflight.discard(task)
+        poke()
+
+    waiting: asyncio.Task[bool] | None = None  # waits for the waker until it is set
     try:
         while True:
             if wake.is_set():
@@ -156,19 +170,25 @@ async def sender_loop(rt: Runtime) -> None:
                 for row in claimed:
                     task = asyncio.create_task(_deliver(rt, client, row, token, stores))
                     inflight.add(task)
-                    task.add_done_callback(inflight.discard)
+                    task.add_done_callback(finished)
             # A finished send frees a slot; the recipient's next message becomes due only once its
             # store commits, and the store wakes us then.
             free = capacity - len(inflight)
             timeout = None if free == 0 else max(0.0, last_claim + _CLAIM_EVERY_S - loop.time())
-            waker = asyncio.ensure_future(wake.wait())
+            if waiting is None or waiting.done():
+                waiting = asyncio.ensure_future(wake.wait())
+                waiting.add_done_callback(poke)
+            alarm = None if timeout is None else loop.call_later(timeout, poke)
             try:
-                await asyncio.wait(
-                    {waker, *inflight}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
+                await tick
             finally:
-                waker.cancel()
+                if alarm is not None:
+                    alarm.cancel()
+            # what woke us is looked at at the top (the waker's flag, the free slots, the time)
+            tick = loop.create_future()
     finally:
+        if waiting is not None:
+            waiting.cancel()
         # Stopping: let the sends already on the wire finish and their answers be stored rather
         # than leave them to the confirm window.
         grace = s.whatsapp_timeout_s + 2

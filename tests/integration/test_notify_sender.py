@@ -309,6 +309,21 @@ async def test_a_claim_is_not_made_after_every_finished_send(pool: asyncpg.Pool)
     assert rt.pool.claims <= 14, rt.pool.claims
 
 
+
+async def test_a_finished_send_frees_its_slot_at_once(pool: asyncpg.Pool) -> None:
+    """Every slot busy: the loop waits for a send to finish (not for the 1 s timer) to claim."""
+    api = CloudApi()
+    rt = Rt(pool, api, send_concurrency=1)
+    for _ in range(5):
+        await add_request(pool, [topics.REQUEST_REGISTERED])  # five recipients: no store wakes
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with running(rt):
+        await until(all_sent(pool, 5))
+        elapsed = loop.time() - start
+    assert len(api.sent) == 5
+    assert elapsed < 0.8, elapsed  # the timer alone would take 4 s
+
 # ---- mark_sent_many writes what mark_sent writes ------------------------------------------------
 
 
