@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -67,6 +67,37 @@ async def add_event(conn: asyncpg.Connection, event: Envelope[Any], schema: str)
         value=event.model_dump_json().encode(),
         headers=event_headers(event),
     )
+
+
+def queue_cte(first: int) -> str:
+    """A ``WITH`` list item that queues events in the outbox and wakes the relay, for the statement
+    that writes the fact the events tell: one round trip instead of two (the outbox row and the
+    business row in one statement cost about half the transaction's CPU, shared/notes).
+
+    Its parameters are ``$first`` .. ``$first + 5``, given by :func:`queue_args`; zero events
+    queue nothing. Data-modifying ``WITH`` items always run, whether the main query reads them or
+    not; the events keep their order (outbox ids follow it).
+    """
+    a = [f"${first + i}" for i in range(6)]
+    return (
+        "queued AS (INSERT INTO outbox (event_id, topic, key, value, headers)"
+        " SELECT e, t, k, v, h::jsonb FROM unnest("
+        f"{a[0]}::uuid[], {a[1]}::text[], {a[2]}::text[], {a[3]}::bytea[], {a[4]}::text[])"
+        " WITH ORDINALITY AS x(e, t, k, v, h, n) ORDER BY n"
+        f" RETURNING pg_notify({a[5]}, ''))"
+    )
+
+
+def queue_args(events: Sequence[Envelope[Any]], schema: str) -> list[Any]:
+    """The parameters of :func:`queue_cte` for ``events`` of service ``schema``."""
+    return [
+        [e.event_id for e in events],
+        [e.event_type for e in events],
+        [str(e.request_id) for e in events],
+        [e.model_dump_json().encode() for e in events],
+        [json.dumps(event_headers(e)) for e in events],
+        notify_channel(schema),
+    ]
 
 
 async def add_record(

@@ -29,13 +29,14 @@ from shared.contracts.events import (
     CodPaid,
     Delivered,
     DeliveryFailed,
+    Envelope,
     HandedToCourier,
     ReturnedToOffice,
     new_event,
 )
 from shared.http import Problem, problem_response
 from shared.logging import get_logger
-from shared.outbox import add_event
+from shared.outbox import queue_args, queue_cte
 
 from .domain import ShipmentState, apply_partner_event, cod_mismatch, originals_after_delivery
 from .partners import JNT_ACK, PartnerEvent, WebhookRejected
@@ -109,8 +110,9 @@ WITH shipment AS (
 SELECT shipment.*, EXISTS (SELECT FROM callback) AS fresh FROM shipment
 """
 
-# The decision stored in one round trip: the shipment's new state, the anomalies (usually none)
-# and, on a delivery with originals to bring back, the first custody step.
+# The decision stored in one round trip: the shipment's new state, the anomalies (usually none),
+# on a delivery with originals to bring back the first custody step, and the events it emits
+# (shared.outbox.queue_cte).
 _STORE = """
 WITH anomaly AS (
     INSERT INTO shipment_anomalies (request_id, waybill, detail)
@@ -118,7 +120,7 @@ WITH anomaly AS (
 ), custody AS (
     INSERT INTO originals_custody (request_id, step, actor, detail, at)
     SELECT $1, $19, $20, $21, $8 WHERE $19::text IS NOT NULL
-)
+), """ + queue_cte(22) + """
 UPDATE shipments SET status = $2, handed = $3, cod_paid = $4, delivered = $5,
     returned = $6, failed_attempts = $7,
     -- a pickup scan that arrives late still tells when the courier took the parcel
@@ -193,23 +195,22 @@ async def apply_fact(
     for detail in anomalies:
         log.warning("shipment anomaly", request_id=str(row["request_id"]), detail=detail)
     new = decision.state
-    await _store_state(
-        conn, row, fact, new, topics.DELIVERED in decision.emit, originals_days, anomalies
-    )
-    for topic in decision.emit:
-        await add_event(
-            conn,
-            new_event(
-                topic,
-                request_id=row["request_id"],
-                correlation_id=row["correlation_id"],
-                causation_id=fact.partner_event_id,
-                producer="courier",
-                occurred_at=fact.occurred_at,
-                data=_payload(topic, row, fact, new),
-            ),
-            schema,
+    events = [
+        new_event(
+            topic,
+            request_id=row["request_id"],
+            correlation_id=row["correlation_id"],
+            causation_id=fact.partner_event_id,
+            producer="courier",
+            occurred_at=fact.occurred_at,
+            data=_payload(topic, row, fact, new),
         )
+        for topic in decision.emit
+    ]
+    await _store_state(
+        conn, row, fact, new, topics.DELIVERED in decision.emit, originals_days, anomalies,
+        events, schema,
+    )
 
 
 async def _store_state(
@@ -220,6 +221,8 @@ async def _store_state(
     delivered_now: bool,
     originals_days: timedelta,
     anomalies: list[str],
+    events: list[Envelope[Any]],
+    schema: str,
 ) -> None:
     kind = fact.kind
     originals = originals_after_delivery(fact.documents_collected) if row["has_originals"] else "none"
@@ -250,6 +253,7 @@ async def _store_state(
         custody_step,
         f"kurir {fact.partner} (resi {fact.waybill})",
         f"diterima oleh {fact.received_by}" if fact.received_by else None,
+        *queue_args(events, schema),
     )
 
 

@@ -17,10 +17,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts import topics
-from shared.contracts.events import DocumentPrinted, RequestRejected, new_event
+from shared.contracts.events import DocumentPrinted, Envelope, RequestRejected, new_event
 from shared.http import Problem, request_id_of
 from shared.logging import get_logger
-from shared.outbox import add_event
+from shared.outbox import queue_args, queue_cte
 from shared.privacy import mask_nik
 
 from .domain import (
@@ -172,20 +172,24 @@ async def _update(
     operator: str,
     assignments: str,
     *args: Any,
+    event: Envelope[Any] | None = None,
+    schema: str = "",
 ) -> asyncpg.Record:
-    """Update the (locked) job and record the action as done, in one statement (one round trip
-    instead of two). ``assignments`` (a constant of this module, never input) may use $3 (the
-    operator) and $4... (``args``)."""
+    """Update the (locked) job, record the action as done and queue ``event`` (if any) in the
+    outbox, in one statement (one round trip instead of three). ``assignments`` (a constant of
+    this module, never input) may use $3 (the operator) and $4... (``args``)."""
+    queue = queue_cte(4 + len(args))
     return await conn.fetchrow(
         f"WITH job AS (UPDATE print_jobs SET {assignments}, updated_at = now()"
         " WHERE request_id = $1 RETURNING *),"
         " done AS (INSERT INTO print_job_actions (request_id, action, operator, outcome)"
-        " SELECT request_id, $2, $3, 'done' FROM job)"
+        f" SELECT request_id, $2, $3, 'done' FROM job), {queue}"
         " SELECT * FROM job",
         request_id,
         action,
         operator,
         *args,
+        *queue_args([event] if event else [], schema),
     )
 
 
@@ -323,6 +327,17 @@ async def mark_printed(request_id: uuid.UUID, body: PrintedBody, request: Reques
                 )
             return None  # the same mark sent again: a no-op
         printed_at = datetime.now(UTC)
+        event = new_event(
+            topics.DOCUMENT_PRINTED,
+            request_id=request_id,
+            correlation_id=row["correlation_id"],
+            causation_id=request_id_of(request),
+            producer="printing",
+            occurred_at=printed_at,
+            data=DocumentPrinted(
+                document_number=body.document_number, printed_at=printed_at, operator=operator
+            ),
+        )
         try:
             row = await _update(
                 conn,
@@ -333,6 +348,8 @@ async def mark_printed(request_id: uuid.UUID, body: PrintedBody, request: Reques
                 " claimed_by = $3, claimed_at = coalesce(claimed_at, $5)",
                 body.document_number,
                 printed_at,
+                event=event,
+                schema=rt.schema,
             )
         except asyncpg.UniqueViolationError:
             raise _StatementRefused(
@@ -342,21 +359,6 @@ async def mark_printed(request_id: uuid.UUID, body: PrintedBody, request: Reques
                     "Setiap dokumen punya nomor unik / every document number is unique",
                 )
             ) from None
-        await add_event(
-            conn,
-            new_event(
-                topics.DOCUMENT_PRINTED,
-                request_id=request_id,
-                correlation_id=row["correlation_id"],
-                causation_id=request_id_of(request),
-                producer="printing",
-                occurred_at=printed_at,
-                data=DocumentPrinted(
-                    document_number=body.document_number, printed_at=printed_at, operator=operator
-                ),
-            ),
-            rt.schema,
-        )
         log.info("document printed", request_id=str(request_id), operator=operator)
         return row
 
@@ -375,7 +377,20 @@ async def reject_job(request_id: uuid.UUID, body: RejectBody, request: Request) 
         if not out.changed:
             return None
         now = datetime.now(UTC)
-        row = await _update(
+        event = new_event(
+            topics.REQUEST_REJECTED,
+            request_id=request_id,
+            correlation_id=row["correlation_id"],
+            causation_id=request_id_of(request),
+            producer="printing",
+            occurred_at=now,
+            data=RequestRejected(
+                reason=rejection_text(body.reason_code, body.reason),
+                rejected_at=now,
+                operator=operator,
+            ),
+        )
+        return await _update(
             conn,
             request_id,
             "reject",
@@ -385,25 +400,9 @@ async def reject_job(request_id: uuid.UUID, body: RejectBody, request: Request) 
             body.reason_code,
             body.reason,
             now,
+            event=event,
+            schema=rt.schema,
         )
-        await add_event(
-            conn,
-            new_event(
-                topics.REQUEST_REJECTED,
-                request_id=request_id,
-                correlation_id=row["correlation_id"],
-                causation_id=request_id_of(request),
-                producer="printing",
-                occurred_at=now,
-                data=RequestRejected(
-                    reason=rejection_text(body.reason_code, body.reason),
-                    rejected_at=now,
-                    operator=operator,
-                ),
-            ),
-            rt.schema,
-        )
-        return row
 
     return await _act(request, request_id, "reject", operator, apply)
 

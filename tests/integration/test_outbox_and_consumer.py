@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -306,3 +307,39 @@ async def test_a_batch_handler_applies_the_fresh_events_at_once_and_a_failure_fa
     assert [r["reason"] for r in reasons] == ["RejectEvent: document number R-9 is cancelled"]
     assert consumer.stats.applied == 4 and consumer.stats.dead_lettered == 1
     assert consumer.stats.duplicates == 2
+
+
+async def test_a_fact_and_its_events_in_one_statement(schema_pool: Any) -> None:
+    """shared.outbox.queue_cte: the business row and the outbox rows (in order, with the usual
+    headers) in one statement, which wakes the relay; no events, no outbox row."""
+    from shared.outbox import add_event, notify_channel, queue_args, queue_cte
+
+    schema, pool = schema_pool
+    woken: list[str] = []
+    async with pool.acquire() as listener:
+        def on_notify(*args: Any) -> None:
+            woken.append(args[2])
+
+        await listener.add_listener(notify_channel(schema), on_notify)
+        first, second = printed(uuid.uuid4(), "Q-1"), printed(uuid.uuid4(), "Q-2")
+        sql = (f"WITH {queue_cte(3)} INSERT INTO effects VALUES ($1, $2) RETURNING number")
+        async with pool.acquire() as conn, conn.transaction():
+            number = await conn.fetchval(
+                sql, first.event_id, "Q", *queue_args([first, second], schema))
+        assert number == "Q"
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(sql, second.event_id, "none", *queue_args([], schema))
+        # the same rows add_event writes, in the events' order
+        third = printed(uuid.uuid4(), "Q-3")
+        async with pool.acquire() as conn, conn.transaction():
+            await add_event(conn, third, schema)
+        rows = await pool.fetch("SELECT event_id, topic, key, value, headers FROM outbox ORDER BY id")
+        assert [r["event_id"] for r in rows] == [first.event_id, second.event_id, third.event_id]
+        assert rows[0]["value"] == first.model_dump_json().encode()
+        assert rows[1]["key"] == str(second.request_id)
+        assert {r["topic"] for r in rows} == {topics.DOCUMENT_PRINTED}
+        assert json.loads(rows[0]["headers"]) == json.loads(rows[2]["headers"]) | {
+            "event_id": str(first.event_id), "correlation_id": first.correlation_id}
+        assert await pool.fetchval("SELECT count(*) FROM effects") == 2
+        await wait_until(lambda: _true(len(woken) >= 2))
+        await listener.remove_listener(notify_channel(schema), on_notify)

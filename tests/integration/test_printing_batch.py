@@ -180,8 +180,11 @@ class StatementLog:
         conn.add_query_logger(lambda q: self.queries.append(q.query))
 
     def take(self) -> list[str]:
+        """The statements since the last take, without asyncpg's own type introspection (once
+        per connection for each array type it has not seen yet, e.g. the outbox's uuid[])."""
         taken, self.queries = self.queries, []
-        return taken
+        return [q for q in taken if "typeinfo_tree" not in q and "set_config('jit'" not in q
+                and "current_setting('jit')" not in q]
 
 
 async def _no_reset(_: asyncpg.Connection) -> None:
@@ -243,8 +246,8 @@ async def test_claim_and_print_answer_and_record_as_before_in_fewer_round_trips(
     body = printed.json()
     assert body["status"] == "printed" and body["document_number"] == "3516-0001"
     assert body["operator"] == "ani" and body["claimed_by"] == "ani"
-    # BEGIN, SELECT ... FOR UPDATE, UPDATE + action row, the outbox row, COMMIT
-    assert len(statements.take()) == 5
+    # BEGIN, SELECT ... FOR UPDATE, UPDATE + action row + outbox row, COMMIT
+    assert len(statements.take()) == 4
     (event,) = await pool.fetch("SELECT topic, key FROM outbox")
     assert (event["topic"], event["key"]) == (topics.DOCUMENT_PRINTED, str(job))
 
