@@ -84,10 +84,14 @@ WITH due AS (
       -- its sender died, maybe mid-send: give status callbacks the confirm wait too
       AND (n.status <> 'sending' OR n.claimed_until + make_interval(secs => $4) < now())
       AND EXISTS (SELECT 1 FROM recipients r WHERE r.request_id = n.request_id)
+      -- OFFSET 0 keeps this a lookup per candidate by notifications_unsent_by_recipient; as an
+      -- anti-join, with statistics older than a growing backlog, the planner scanned every
+      -- unsent row for each candidate (7 ms against 0.4 ms with 800 waiting)
       AND NOT EXISTS (
           SELECT 1 FROM notifications e
           WHERE e.request_id = n.request_id AND e.recipient = n.recipient
-            AND (e.occurred_at, e.id) < (n.occurred_at, n.id) AND e.status IN {_UNSENT})
+            AND (e.occurred_at, e.id) < (n.occurred_at, n.id) AND e.status IN {_UNSENT}
+          OFFSET 0)
     ORDER BY n.next_attempt_at, n.occurred_at
     LIMIT $1
     FOR UPDATE OF n SKIP LOCKED

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.notify import sender
+from services.notify import repository, sender
 from services.notify.repository import Accepted, mark_sent, mark_sent_many
 from services.notify.settings import NotifySettings
 from shared.contracts import topics
@@ -388,3 +389,41 @@ async def _status(pool: asyncpg.Pool, wamid: str, status: str,
         wamid, status, json.dumps(errors or []),
     )
 
+
+
+def _scans_of(plan: dict[str, Any], alias: str) -> list[dict[str, Any]]:
+    found = [plan] if plan.get("Alias") == alias else []
+    for child in plan.get("Plans", []):
+        found += _scans_of(child, alias)
+    return found
+
+
+async def test_per_recipient_lookups_stay_lookups_when_a_backlog_outgrows_the_statistics(
+    pool: asyncpg.Pool,
+) -> None:
+    """The claim's "no earlier unsent message" and mark_sent's "has a next message" look up one
+    recipient's unsent rows by index, even when the statistics were taken before a backlog of
+    1,500 unsent rows appeared (they scanned every unsent row for each row: 5-7 ms at 50/s)."""
+    for _ in range(10):
+        request_id = await add_request(pool, ORDER)
+    await pool.execute("UPDATE notifications SET status = 'sent'")
+    await pool.execute("ANALYZE notifications")  # statistics: nothing waiting
+    await pool.execute(
+        "INSERT INTO notifications (event_id, request_id, event_type, occurred_at, event_data,"
+        " source) SELECT gen_random_uuid(), r, t, now(), '{}'::jsonb, '{}'"
+        " FROM (SELECT gen_random_uuid() AS r FROM generate_series(1, 300)) AS q,"
+        " unnest($1::text[]) AS t", ORDER)
+    claim = await pool.fetchval(
+        "EXPLAIN (FORMAT JSON) " + sender._CLAIM, 16, 60.0, uuid.uuid4(), 30.0)
+    mark = await pool.fetchval(
+        "EXPLAIN (FORMAT JSON) " + repository._MARK_SENT_MANY, [1, 2], ["w1", "w2"],
+        [None, None], [None, None], [None, None])
+    for explained in (claim, mark):
+        lookups = _scans_of(json.loads(explained)[0]["Plan"], "e")
+        assert lookups, explained
+        for scan in lookups:  # each one recipient's rows, found by index
+            assert re.search(r"request_id = n(_\d+)?\.request_id", scan.get("Index Cond", "")), scan
+    (outer,) = [s for s in _scans_of(json.loads(claim)[0]["Plan"], "n_1")
+                if s.get("Index Name") == "notifications_due_in_order"]
+    assert "next_attempt_at" in outer["Index Cond"]  # the claim still walks the ordered index
+    assert request_id  # (the sent rows only served the statistics)
