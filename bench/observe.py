@@ -224,12 +224,21 @@ class ProcWindow:
     rss_peak: dict[str, int]
     t0: float
     machine_busy0: float = 0.0
+    steal0: float = 0.0
 
 
 def machine_busy_s() -> float:
-    """CPU seconds every core of the machine spent busy (not idle, not waiting for I/O)."""
+    """CPU seconds every core of the machine spent busy (not idle, not waiting for I/O, not taken
+    by the hypervisor: ``machine_steal_s``)."""
     t = psutil.cpu_times()
-    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0) - machine_steal_s(t))
+
+
+def machine_steal_s(t: Any = None) -> float:
+    """CPU seconds the hypervisor gave to other guests while ours wanted to run (a virtual
+    machine's cores are shared with the host's other tenants): 0 on bare metal."""
+    t = t or psutil.cpu_times()
+    return float(getattr(t, "steal", 0.0))
 
 
 class ProcSampler:
@@ -308,7 +317,8 @@ class ProcSampler:
 
     def open_window(self) -> ProcWindow:
         self.sample()
-        window = ProcWindow(dict(self._last_cpu), {}, time.time(), machine_busy_s())
+        window = ProcWindow(dict(self._last_cpu), {}, time.time(), machine_busy_s(),
+                            machine_steal_s())
         self._windows.append(window)
         self.sample()
         return window
@@ -332,6 +342,10 @@ class ProcSampler:
         out["other"] = {"cpu_s": round(max(busy - ours, 0.0), 3),
                                   "cores": round(max(busy - ours, 0.0) / seconds, 3),
                                   "rss_peak_mib": 0.0, "pids": 0}
+        # CPU our processes wanted and did not get: a busy host makes every figure worse
+        steal = machine_steal_s() - window.steal0
+        out["steal"] = {"cpu_s": round(steal, 3), "cores": round(steal / seconds, 3),
+                        "rss_peak_mib": 0.0, "pids": 0}
         return out
 
 
