@@ -113,6 +113,9 @@ class Runtime:
                 # FastStream's own "faststream" logger has a coloured handler of its own
                 logger=logging.getLogger("ketanmu.broker"),
                 log_level=logging.DEBUG,  # no per-message framework logging in production
+                # no dependency injection: our one handler takes the message from the context
+                # (shared.kafka.consumer); FastDepends resolved it in a worker thread per batch
+                apply_types=False,
                 graceful_timeout=10.0,
             )
             self.consumer = EventConsumer(

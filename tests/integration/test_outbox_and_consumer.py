@@ -99,7 +99,7 @@ async def test_relay_publishes_outbox_rows_in_order_with_headers(
 async def _run_consumer(
     pool: asyncpg.Pool, group: str, handler: Any, ns: str, service: str = "t"
 ) -> tuple[KafkaBroker, EventConsumer]:
-    broker = KafkaBroker(KAFKA, allow_auto_create_topics=False)
+    broker = KafkaBroker(KAFKA, allow_auto_create_topics=False, apply_types=False)  # as the runtime
     consumer = EventConsumer(
         service=service,
         group_id=group,
@@ -213,7 +213,7 @@ async def test_poison_messages_are_dead_lettered_and_the_partition_keeps_flowing
     await produce(ns + topics.DOCUMENT_PRINTED, rejected.model_dump_json().encode(), key=key)
     await produce(ns + topics.DOCUMENT_PRINTED, good.model_dump_json().encode(), key=key)
 
-    broker = KafkaBroker(KAFKA, allow_auto_create_topics=False)
+    broker = KafkaBroker(KAFKA, allow_auto_create_topics=False, apply_types=False)  # as the runtime
     consumer = EventConsumer(service="printing", group_id=group, pool_provider=lambda: pool,
                              handlers={topics.DOCUMENT_PRINTED: handler}, batch_timeout_ms=20,
                              topic_prefix=ns)
