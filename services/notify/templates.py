@@ -117,8 +117,15 @@ def params_for(event_type: str, ctx: dict[str, str]) -> list[str]:
     return [clean_param(ctx[key]) for key in TEMPLATES[event_type].params]
 
 
+_PLACEHOLDER = re.compile(r"\{(\d+)\}")
+
+
 def render(event_type: str, params: list[str]) -> str:
-    text = TEMPLATES[event_type].text
-    for i, value in enumerate(params, start=1):
-        text = text.replace("{" + str(i) + "}", value)
-    return text
+    """The template's text with ``{1}``.. filled in one pass, as WhatsApp fills it: a parameter
+    that itself contains ``{2}`` (free text: an address, an operator's reason) stays as written."""
+
+    def fill(match: re.Match[str]) -> str:
+        i = int(match.group(1))
+        return params[i - 1] if 1 <= i <= len(params) else match.group(0)
+
+    return _PLACEHOLDER.sub(fill, TEMPLATES[event_type].text)

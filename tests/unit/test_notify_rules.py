@@ -93,3 +93,11 @@ def test_every_event_has_one_approved_template_name() -> None:
 def test_a_claim_must_outlast_a_send() -> None:
     with pytest.raises(ValueError, match="SEND_CLAIM_S"):
         NotifySettings(send_claim_s=5, whatsapp_timeout_s=10)
+
+
+def test_parameters_are_filled_in_one_pass() -> None:
+    """A parameter's own text is never read as a placeholder (it was: "{2}" in the first one
+    became the second parameter)."""
+    text = render(topics.REQUEST_REJECTED, ["Siti {2} {4}", "Kartu Keluarga", "KTM-1", "foto {1}"])
+    assert text == ("Mohon maaf Siti {2} {4}, permohonan Kartu Keluarga (kode KTM-1)"
+                    " belum dapat diproses: foto {1}.")
