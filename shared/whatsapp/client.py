@@ -118,8 +118,9 @@ class WhatsAppClient:
         timeout_s: float = 10.0,
     ) -> None:
         self._http = http
-        self._url = f"{base_url.rstrip('/')}/{api_version}/{phone_number_id}/messages"
-        self._headers = {"Authorization": f"Bearer {access_token}"}
+        # parsed once, not for every message (httpx parses a str URL and builds headers per call)
+        self._url = httpx.URL(f"{base_url.rstrip('/')}/{api_version}/{phone_number_id}/messages")
+        self._headers = httpx.Headers({"Authorization": f"Bearer {access_token}"})
         self._timeout = httpx.Timeout(timeout_s)
 
     async def send_template(
