@@ -131,6 +131,7 @@ class OutboundClient(httpx.AsyncClient):
     ) -> httpx.Response:
         if (
             stream
+            or self.is_closed  # httpx's send refuses it ("the client has been closed")
             or auth is not USE_CLIENT_DEFAULT
             or follow_redirects is not USE_CLIENT_DEFAULT
             or self._auth is not None

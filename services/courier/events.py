@@ -28,10 +28,15 @@ import asyncpg
 
 from shared.contracts import topics
 from shared.contracts.events import DocumentPrinted, Envelope, RequestRegistered
+from shared.db.pool import advisory_key
 from shared.kafka.consumer import Handler, RejectEvent
 
-# Rows are sorted by request_id: two consumers (the topics' partitions may sit with different
-# instances) and the HTTP handlers then lock shipments in the same order.
+# Rows are sorted by request_id within each statement. The two statements run one after the
+# other, so a batch of several requests first takes an advisory lock per request, all in one
+# sorted pass (``_LOCK_REQUESTS``): two instances whose batches mix registrations and prints the
+# opposite way (the topics' partitions may sit with different instances) would otherwise lock the
+# same shipments in opposite orders and deadlock. HTTP handlers lock one shipment at a time.
+_LOCK_REQUESTS = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k"
 _NOTE_REGISTRATIONS = """
 INSERT INTO shipments AS s (request_id, correlation_id, registered, partner, document_type,
     recipient_name, recipient_phone, address, cod_fee, requirement_documents, status)
@@ -82,6 +87,9 @@ async def apply_batch(conn: asyncpg.Connection, events: Sequence[Envelope[Any]])
             printed.setdefault(event.request_id, event)
         else:
             raise RejectEvent(f"courier does not consume {event.event_type}")
+    if len(first_correlation) > 1:
+        keys = sorted({advisory_key(f"courier:shipment:{r}") for r in first_correlation})
+        await conn.execute(_LOCK_REQUESTS, keys)
     if registered:
         rows = [(e, e.data) for _, e in sorted(registered.items(), key=_by_request)]
         await conn.execute(

@@ -279,3 +279,51 @@ async def test_a_shipment_without_originals_gets_no_custody_step(pool: asyncpg.P
         assert await conn.fetchval("SELECT count(*) FROM shipment_anomalies") == 0
     assert ship["status"] == "delivered" and ship["originals_status"] == "none"
     assert ship["documents_collected"] is None
+
+
+class _MeetAfterFirstStatement:
+    """A connection that, after its first statement, waits (at most 1 s) for the other one to
+    get there too: both then hold what their first statement locked."""
+
+    def __init__(self, conn: asyncpg.Connection, arrived: list[int], both: Any) -> None:
+        self.conn, self.arrived, self.both, self.n = conn, arrived, both, 0
+
+    async def execute(self, *args: Any) -> str:
+        import asyncio
+
+        result = await self.conn.execute(*args)
+        self.n += 1
+        if self.n == 1:
+            self.arrived.append(1)
+            if len(self.arrived) == 2:
+                self.both.set()
+            try:
+                await asyncio.wait_for(self.both.wait(), 1.0)
+            except TimeoutError:
+                pass  # the other one is waiting for us: go on
+        return result
+
+
+async def test_two_instances_with_opposite_mixes_of_a_batch_do_not_deadlock(
+    pool: asyncpg.Pool,
+) -> None:
+    """Instance A has r2's registration and r1's print, instance B the opposite (the two topics'
+    partitions sit with different instances): without the batch's advisory locks, A held r2 and
+    waited for r1 while B held r1 and waited for r2 (DeadlockDetectedError, the batch retried)."""
+    import asyncio
+
+    r1, r2 = sorted([uuid.uuid4(), uuid.uuid4()])
+    arrived: list[int] = []
+    both = asyncio.Event()
+
+    async def instance(batch: list[Envelope[Any]]) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await courier_events.apply_batch(
+                _MeetAfterFirstStatement(conn, arrived, both), batch)  # type: ignore[arg-type]
+
+    await asyncio.gather(
+        instance([registered(r2, "c2"), printed(r1, "c1", "N-1")]),
+        instance([registered(r1, "c1"), printed(r2, "c2", "N-2")]),
+    )
+    rows = await pool.fetch("SELECT request_id, status FROM shipments ORDER BY request_id")
+    assert [(r["request_id"], r["status"]) for r in rows] == [(r1, "to_book"), (r2, "to_book")]

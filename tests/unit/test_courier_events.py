@@ -68,7 +68,9 @@ async def test_one_statement_per_kind_first_event_of_a_kind_wins_rows_sorted() -
         printed(a, "corr-a-p2", "N-a2"),
         registered(a, "corr-a-r2", name="Late"),
     ])
-    (reg_sql, reg), (print_sql, prt) = conn.calls
+    (lock_sql, (keys,)), (reg_sql, reg), (print_sql, prt) = conn.calls
+    # several requests: one advisory lock each, taken first, in one sorted pass
+    assert "pg_advisory_xact_lock" in lock_sql and len(keys) == 3 and keys == sorted(keys)
     assert "registered = true" in reg_sql and "printed_at = excluded.printed_at" in print_sql
     # registrations: a and b, sorted; a's insert would carry its FIRST event's correlation id
     assert reg[0] == [a, b] and reg[1] == ["corr-a-p", "corr-b"] and reg[4] == ["Siti", "Budi"]
@@ -76,6 +78,7 @@ async def test_one_statement_per_kind_first_event_of_a_kind_wins_rows_sorted() -
 
 
 async def test_the_one_event_path_is_one_statement() -> None:
+    """(one request: nothing to order, no advisory lock)"""
     conn = RecordingConn()
     await courier_events.apply_batch(conn, [registered(uuid.uuid4(), "x")])  # type: ignore[arg-type]
     assert len(conn.calls) == 1

@@ -158,3 +158,6 @@ async def test_the_lean_send_answers_as_httpx_does_and_leaves_other_calls_to_htt
         assert seen == ["POST /msg v", "GET /old None", "GET /old None", "GET /new None"]
     finally:
         await client.aclose()
+    with pytest.raises(RuntimeError, match="closed"):  # nothing leaves a closed client
+        await client.post("/late", json={})
+    assert len(seen) == 4
