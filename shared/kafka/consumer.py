@@ -203,9 +203,11 @@ class EventConsumer:
                 fresh = {
                     r["event_id"]
                     for r in await conn.fetch(
+                        # in event_id order: two members briefly sharing partitions during a
+                        # rebalance wait for each other instead of deadlocking on the inbox
                         "INSERT INTO inbox (consumer, event_id, topic)"
                         " SELECT $1, e, t FROM unnest($2::uuid[], $3::text[]) AS x(e, t)"
-                        " ON CONFLICT DO NOTHING RETURNING event_id",
+                        " ORDER BY e ON CONFLICT DO NOTHING RETURNING event_id",
                         self.group_id,
                         [event.event_id for _, event in parsed],
                         [topic for topic, _ in parsed],
