@@ -32,16 +32,6 @@ log = get_logger(__name__)
 # How long one batch may take to be acknowledged (acks=all) before the producer is replaced.
 PUBLISH_TIMEOUT_S = 30.0
 
-_INSERT = """
-WITH ins AS (
-    INSERT INTO outbox (event_id, topic, key, value, headers)
-    VALUES ($1, $2, $3, $4, $5::jsonb)
-    RETURNING 1
-)
-SELECT pg_notify($6, '') FROM ins
-"""
-
-
 def notify_channel(schema: str) -> str:
     return f"outbox_{schema}"
 
@@ -58,32 +48,28 @@ def event_headers(event: Envelope[Any]) -> dict[str, str]:
 
 async def add_event(conn: asyncpg.Connection, event: Envelope[Any], schema: str) -> None:
     """Queue ``event`` for publishing; call inside the transaction that makes the fact true."""
-    await add_record(
-        conn,
-        schema=schema,
-        record_id=event.event_id,
-        topic=event.event_type,
-        key=str(event.request_id),
-        value=event.model_dump_json().encode(),
-        headers=event_headers(event),
-    )
+    await conn.execute(_ADD_ONE, *queue_args([event], schema))
 
 
-def queue_cte(first: int) -> str:
+def queue_cte(first: int, *, only_if: str | None = None) -> str:
     """A ``WITH`` list item that queues events in the outbox and wakes the relay, for the statement
     that writes the fact the events tell: one round trip instead of two (the outbox row and the
-    business row in one statement cost about half the transaction's CPU, shared/notes).
+    business row in one statement cost about half the transaction's CPU, shared/notes). The one
+    place that knows how an outbox row is written (``add_event`` and ``add_record`` use it too).
 
     Its parameters are ``$first`` .. ``$first + 5``, given by :func:`queue_args`; zero events
-    queue nothing. Data-modifying ``WITH`` items always run, whether the main query reads them or
-    not; the events keep their order (outbox ids follow it).
+    queue nothing, and neither does an ``only_if`` item of the same ``WITH`` list (a constant CTE
+    name, e.g. an ``INSERT ... ON CONFLICT DO NOTHING RETURNING``) that returned no row.
+    Data-modifying ``WITH`` items always run, whether the main query reads them or not; the events
+    keep their order (outbox ids follow it).
     """
     a = [f"${first + i}" for i in range(6)]
+    condition = f" WHERE EXISTS (SELECT FROM {only_if})" if only_if else ""
     return (
         "queued AS (INSERT INTO outbox (event_id, topic, key, value, headers)"
         " SELECT e, t, k, v, h::jsonb FROM unnest("
         f"{a[0]}::uuid[], {a[1]}::text[], {a[2]}::text[], {a[3]}::bytea[], {a[4]}::text[])"
-        " WITH ORDINALITY AS x(e, t, k, v, h, n) ORDER BY n"
+        f" WITH ORDINALITY AS x(e, t, k, v, h, n){condition} ORDER BY n"
         f" RETURNING pg_notify({a[5]}, ''))"
     )
 
@@ -100,6 +86,9 @@ def queue_args(events: Sequence[Envelope[Any]], schema: str) -> list[Any]:
     ]
 
 
+_ADD_ONE = f"WITH {queue_cte(1)} SELECT 1"
+
+
 async def add_record(
     conn: asyncpg.Connection,
     *,
@@ -110,8 +99,10 @@ async def add_record(
     value: bytes,
     headers: Mapping[str, str],
 ) -> None:
+    """Queue one record that is not a lifecycle event as such (e.g. a dead letter)."""
     await conn.execute(
-        _INSERT, record_id, topic, key, value, json.dumps(dict(headers)), notify_channel(schema)
+        _ADD_ONE, [record_id], [topic], [key], [value], [json.dumps(dict(headers))],
+        notify_channel(schema),
     )
 
 

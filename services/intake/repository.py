@@ -11,7 +11,7 @@ from typing import NamedTuple
 import asyncpg
 
 from shared.contracts.events import Envelope, RequestRegistered
-from shared.outbox import event_headers, notify_channel
+from shared.outbox import queue_args, queue_cte
 
 from .domain import TERMINAL
 
@@ -20,10 +20,10 @@ _TERMINAL = sorted(TERMINAL)
 
 
 # The request row, its first timeline entry and its ``request-registered`` event in the outbox, in
-# one statement (one round trip instead of three). The outbox part is shared/outbox.py's insert
-# and wake-up, written out here because it depends on the request row: a drawn tracking code that
-# is already taken inserts nothing at all (ON CONFLICT on that constraint only; a clash on
-# idempotency_key still raises) and the caller draws another, with no pre-check per registration.
+# one statement (one round trip instead of three). Both follow the request row: a drawn tracking
+# code that is already taken inserts nothing at all (ON CONFLICT on that constraint only; a clash
+# on idempotency_key still raises) and the caller draws another, with no pre-check per
+# registration.
 _INSERT_REGISTERED = """
 WITH request AS (
     INSERT INTO requests (request_id, tracking_code, document_type, channel, applicant_name,
@@ -37,12 +37,8 @@ WITH request AS (
 ), timeline AS (
     INSERT INTO request_timeline (request_id, event_id, event_type, occurred_at, detail)
     SELECT request_id, $17::uuid, $18::text, $19::timestamptz, $20::jsonb FROM request
-), queued AS (
-    INSERT INTO outbox (event_id, topic, key, value, headers)
-    SELECT $17::uuid, $18::text, $21::text, $22::bytea, $23::jsonb FROM request
-    RETURNING 1
-)
-SELECT pg_notify($24, '') FROM queued
+), """ + queue_cte(21, only_if="request") + """
+SELECT true FROM request
 """
 
 
@@ -82,10 +78,7 @@ async def insert_registered(
         event.event_type,
         event.occurred_at,
         json.dumps({"document_type": registered.document_type.value}),
-        str(event.request_id),
-        event.model_dump_json().encode(),
-        json.dumps(event_headers(event)),
-        notify_channel(schema),
+        *queue_args([event], schema),
     )
     return bool(rows)
 
