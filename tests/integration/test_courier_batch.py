@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,62 +18,15 @@ from services.courier import events as courier_events
 from services.courier.partners import PartnerEvent
 from services.courier.webhooks import apply_fact
 from shared.contracts import topics
-from shared.contracts.events import (
-    Address,
-    Applicant,
-    Delivery,
-    DocumentPrinted,
-    DocumentType,
-    Envelope,
-    RequestRegistered,
-    new_event,
-)
+from shared.contracts.events import Envelope
 from shared.db.pool import create_pool, migrate
 from shared.http import Problem
 from shared.kafka.consumer import EventConsumer
+from tests.support.events import T0, printed, registered
 
 pytestmark = pytest.mark.integration
 
 MIGRATIONS = Path(__file__).parents[2] / "services" / "courier" / "migrations"
-T0 = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
-
-
-def registered(request_id: uuid.UUID, correlation: str, name: str = "Siti", fee: int = 20000,
-               docs: list[str] | None = None) -> Envelope[Any]:
-    address = Address(street="Jl. Mawar 1", rt_rw="001/002", kelurahan="Menteng",
-                      kecamatan="Menteng", kabupaten_kota="Jakarta Pusat", provinsi="DKI Jakarta",
-                      postal_code="10310")
-    return new_event(
-        topics.REQUEST_REGISTERED,
-        request_id=request_id,
-        correlation_id=correlation,
-        causation_id="test",
-        producer="test",
-        data=RequestRegistered(
-            tracking_code="KTM-1",
-            document_type=DocumentType.KK,
-            channel="web",
-            applicant=Applicant(name=name, nik="3171234567890123", phone="+628123456789"),
-            delivery=Delivery(partner="jnt", recipient_name=name, recipient_phone="+628123456789",
-                              address=address),
-            cod_fee=fee,
-            requirement_documents=docs if docs is not None else ["kk_lama"],
-        ),
-    )
-
-
-def printed(request_id: uuid.UUID, correlation: str, number: str, minutes: int = 0) -> Envelope[Any]:
-    return new_event(
-        topics.DOCUMENT_PRINTED,
-        request_id=request_id,
-        correlation_id=correlation,
-        causation_id="test",
-        producer="test",
-        data=DocumentPrinted(document_number=number, printed_at=T0 + timedelta(minutes=minutes),
-                             operator="op"),
-    )
-
-
 @pytest.fixture
 async def pool(database: str) -> Any:
     schema = f"c_{uuid.uuid4().hex[:8]}"

@@ -11,18 +11,9 @@ import pytest
 
 from services.courier import events as courier_events
 from shared.contracts import topics
-from shared.contracts.events import (
-    Address,
-    Applicant,
-    Delivery,
-    DocumentPrinted,
-    DocumentType,
-    Envelope,
-    RequestRegistered,
-    RequestRejected,
-    new_event,
-)
+from shared.contracts.events import RequestRejected, new_event
 from shared.kafka.consumer import RejectEvent
+from tests.support.events import printed, registered
 
 
 class RecordingConn:
@@ -32,29 +23,6 @@ class RecordingConn:
     async def execute(self, sql: str, *args: Any) -> str:
         self.calls.append((sql, args))
         return "INSERT 0 1"
-
-
-def _event(topic: str, request_id: uuid.UUID, correlation: str, data: Any) -> Envelope[Any]:
-    return new_event(topic, request_id=request_id, correlation_id=correlation,
-                     causation_id="t", producer="t", data=data)
-
-
-def registered(request_id: uuid.UUID, correlation: str, name: str = "Siti") -> Envelope[Any]:
-    address = Address(street="Jl. Mawar 1", rt_rw="001/002", kelurahan="Menteng",
-                      kecamatan="Menteng", kabupaten_kota="Jakarta Pusat", provinsi="DKI Jakarta",
-                      postal_code="10310")
-    return _event(topics.REQUEST_REGISTERED, request_id, correlation, RequestRegistered(
-        tracking_code="KTM-1", document_type=DocumentType.KTP_EL, channel="web",
-        applicant=Applicant(name=name, nik="3171234567890123", phone="+628123456789"),
-        delivery=Delivery(partner="pos", recipient_name=name, recipient_phone="+628123456789",
-                          address=address),
-        cod_fee=20000, requirement_documents=["kk_lama"],
-    ))
-
-
-def printed(request_id: uuid.UUID, correlation: str, number: str) -> Envelope[Any]:
-    return _event(topics.DOCUMENT_PRINTED, request_id, correlation, DocumentPrinted(
-        document_number=number, printed_at=datetime(2026, 11, 20, tzinfo=UTC), operator="op"))
 
 
 async def test_one_statement_per_kind_first_event_of_a_kind_wins_rows_sorted() -> None:
@@ -85,8 +53,12 @@ async def test_the_one_event_path_is_one_statement() -> None:
 
 
 async def test_an_event_courier_does_not_consume_is_rejected() -> None:
-    rejected = _event(topics.REQUEST_REJECTED, uuid.uuid4(), "x", RequestRejected(
-        reason="no", rejected_at=datetime(2026, 11, 20, tzinfo=UTC), operator="op"))
+    rejected = new_event(
+        topics.REQUEST_REJECTED, request_id=uuid.uuid4(), correlation_id="x", causation_id="t",
+        producer="t",
+        data=RequestRejected(reason="no", rejected_at=datetime(2026, 11, 20, tzinfo=UTC),
+                             operator="op"),
+    )
     conn = RecordingConn()
     with pytest.raises(RejectEvent):
         await courier_events.apply_batch(conn, [registered(uuid.uuid4(), "x"), rejected])  # type: ignore[arg-type]
