@@ -55,7 +55,11 @@ class DriveResult:
     planned: int
     sent: int = 0
     accepted: int = 0
-    late: int = 0  # sends more than 100 ms behind schedule (the concurrency bound was reached)
+    late: int = 0  # sends more than 100 ms behind schedule
+    # sends that found every slot taken (``concurrency`` requests in flight): the HTTP front did
+    # not keep up. A late send alone can also be the generator's own process descheduled for a
+    # moment on a saturated machine.
+    bound_reached: int = 0
     seconds: float = 0.0
     http_ms: list[float] = field(default_factory=list)
 
@@ -86,6 +90,8 @@ class Generator:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if self.slots.locked():
+                result.bound_reached += 1
             await self.slots.acquire()
             if time.monotonic() - due > 0.1:
                 result.late += 1

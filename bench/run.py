@@ -287,6 +287,7 @@ class Run:
             "accepted": drive.accepted,
             "achieved_rate": round(drive.achieved_rate, 2),
             "late_sends": drive.late,
+            "concurrency_bound_reached": drive.bound_reached,
             "completed": completed,
             "incomplete": len(lives) - completed,
             "completed_per_s": round(in_window / max(t_offered - t0, 1e-9), 2),
@@ -328,7 +329,9 @@ class Run:
                                  + messages["duplicate_messages"])
         result["kept_up"] = (drained and result["error_total"] == 0
                              and result["completed_per_s"] >= 0.9 * drive.achieved_rate
-                             and drive.late == 0)
+                             and drive.achieved_rate >= 0.98 * rate
+                             and drive.bound_reached == 0
+                             and drive.late <= 0.01 * drive.planned)
         if side_result is not None:
             result["side"] = side_result
         self._dump(lives)
