@@ -29,14 +29,24 @@ the transport (httpx's own ``send`` walks auth, redirect, cookie and hook handli
 request: about 0.2 ms of the 0.4 ms httpx adds to a POST over aiohttp, measured 540-620 against
 735-770 us of client CPU per POST at 16 in flight). A call that asks for any of those layers goes
 through httpx's ``send`` unchanged. ``response.elapsed`` is not set on the lean path.
+
+:meth:`OutboundClient.post_json` is the hot calls' path (every WhatsApp message): the body encoded
+by orjson and handed straight to the aiohttp session, without building an ``httpx.Request`` at all;
+the answer is still an ``httpx.Response`` and failures raise the same mapped exceptions. Client CPU
+per POST at 16 in flight, against a local uvicorn, three rounds: 380-455 us, against 500-710 us
+through ``client.post(json=...)`` (plain aiohttp: 280-350 us). On any other transport (tests'
+``httpx.MockTransport``) or with client-level auth/cookies/hooks/base_url it is ``client.post``.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 import httpx
+import orjson
 from httpx._client import USE_CLIENT_DEFAULT  # httpx's own sentinel for "the client's default"
 
 # keep-alive shorter than the servers keep idle connections (uvicorn: 5 s default, ours 30 s), so
@@ -81,26 +91,28 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        t = request.extensions.get("timeout", {})
+        body = await request.aread()
+        return await self.exchange(
+            request, request.method, str(request.url), list(request.headers.multi_items()),
+            body or None, _timeout(t.get("connect"), t.get("pool"), t.get("read")),
+        )
+
+    async def exchange(
+        self,
+        request: httpx.Request,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        timeout: aiohttp.ClientTimeout,
+    ) -> httpx.Response:
+        """One request on the aiohttp session; the answer read whole, as an ``httpx.Response``."""
         if self._session is None or self._session.closed:
             self._session = self._open()
-        t = request.extensions.get("timeout", {})
-        connect, pool = t.get("connect"), t.get("pool")
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            # aiohttp's "connect" is the wait for a pooled connection plus connecting
-            connect=None if connect is None or pool is None else connect + pool,
-            sock_connect=connect,
-            sock_read=t.get("read"),
-        )
-        body = await request.aread()
         try:
             async with self._session.request(
-                request.method,
-                str(request.url),
-                headers=list(request.headers.multi_items()),
-                data=body or None,
-                allow_redirects=False,
-                timeout=timeout,
+                method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout
             ) as answer:
                 content = await answer.read()
                 return httpx.Response(
@@ -120,7 +132,74 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
+@functools.lru_cache(maxsize=64)
+def _timeout(connect: float | None, pool: float | None, read: float | None) -> aiohttp.ClientTimeout:
+    """httpx's timeouts as aiohttp's (the same few values every call: built once each)."""
+    return aiohttp.ClientTimeout(
+        total=None,
+        # aiohttp's "connect" is the wait for a pooled connection plus connecting
+        connect=None if connect is None or pool is None else connect + pool,
+        sock_connect=connect,
+        sock_read=read,
+    )
+
+
+_JSON = ("Content-Type", "application/json")
+
+
 class OutboundClient(httpx.AsyncClient):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._post_json_requests: dict[str, httpx.Request] = {}
+
+    async def post_json(
+        self,
+        url: str | httpx.URL,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """``post(url, json=body, headers=..., timeout=...)``, cheaper (see the module's doc).
+
+        ``url`` must be absolute. The request sent carries the client's headers, then
+        ``headers``, and ``Content-Type: application/json``. ``response.request`` has the method
+        and URL, not the headers or body.
+        """
+        transport = self._transport
+        if (
+            not isinstance(transport, AiohttpTransport)
+            or self._mounts
+            or str(self.base_url)
+            or self.is_closed
+            or self._auth is not None
+            or self._event_hooks["request"]
+            or self._event_hooks["response"]
+            or self.cookies
+        ):
+            return await self.post(
+                url, content=orjson.dumps(body), timeout=timeout or USE_CLIENT_DEFAULT,
+                headers={**(headers or {}), _JSON[0]: _JSON[1]},
+            )
+        t = timeout or self.timeout
+        target = str(url)
+        # ``response.request``: method and URL only (no headers or body), one object per URL -
+        # building an httpx.Request parses the URL, ~50 us, a sixth of the whole call
+        requests = self._post_json_requests
+        request = requests.get(target)
+        if request is None:
+            if len(requests) >= 256:
+                requests.clear()
+            request = requests[target] = httpx.Request("POST", target)
+        return await transport.exchange(
+            request,
+            "POST",
+            target,
+            [*self.headers.items(), *(headers or {}).items(), _JSON],
+            orjson.dumps(body),
+            _timeout(t.connect, t.pool, t.read),
+        )
+
     async def send(
         self,
         request: httpx.Request,
@@ -164,3 +243,22 @@ def outbound_client(
         timeout=timeout,
         transport=transport or AiohttpTransport(max_connections=max_connections),
     )
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    url: str | httpx.URL,
+    body: Any,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: httpx.Timeout | None = None,
+) -> httpx.Response:
+    """POST ``body`` as JSON: :meth:`OutboundClient.post_json` on our clients, ``client.post``
+    on any other ``httpx.AsyncClient`` (a test's, say)."""
+    if isinstance(client, OutboundClient):
+        return await client.post_json(url, body, headers=headers, timeout=timeout)
+    return await client.post(
+        url, content=orjson.dumps(body), timeout=timeout or USE_CLIENT_DEFAULT,
+        headers={**(headers or {}), _JSON[0]: _JSON[1]},
+    )
+

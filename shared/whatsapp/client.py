@@ -19,6 +19,8 @@ from typing import Any, Literal, cast
 
 import httpx
 
+from shared.http_client import post_json
+
 StatusName = Literal["sent", "delivered", "read", "failed"]
 _STATUS_NAMES: frozenset[str] = frozenset({"sent", "delivered", "read", "failed"})
 
@@ -119,8 +121,8 @@ class WhatsAppClient:
     ) -> None:
         self._http = http
         # parsed once, not for every message (httpx parses a str URL and builds headers per call)
-        self._url = httpx.URL(f"{base_url.rstrip('/')}/{api_version}/{phone_number_id}/messages")
-        self._headers = httpx.Headers({"Authorization": f"Bearer {access_token}"})
+        self._url = f"{base_url.rstrip('/')}/{api_version}/{phone_number_id}/messages"
+        self._headers = {"Authorization": f"Bearer {access_token}"}
         self._timeout = httpx.Timeout(timeout_s)
 
     async def send_template(
@@ -142,8 +144,8 @@ class WhatsAppClient:
 
     async def _send(self, body: dict[str, Any]) -> str:
         try:
-            response = await self._http.post(
-                self._url, json=body, headers=self._headers, timeout=self._timeout
+            response = await post_json(
+                self._http, self._url, body, headers=self._headers, timeout=self._timeout
             )
         except _NOT_SENT as exc:
             raise WhatsAppError(True, None, f"not sent ({type(exc).__name__})") from exc

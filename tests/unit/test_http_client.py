@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 
-from shared.http_client import outbound_client
+from shared.http_client import outbound_client, post_json
 from shared.whatsapp.client import WhatsAppClient, WhatsAppError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -161,3 +162,77 @@ async def test_the_lean_send_answers_as_httpx_does_and_leaves_other_calls_to_htt
     with pytest.raises(RuntimeError, match="closed"):  # nothing leaves a closed client
         await client.post("/late", json={})
     assert len(seen) == 4
+
+
+async def _echo_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers with the request's head lines and body, as JSON."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    length = next((int(line.split(":")[1]) for line in lines
+                   if line.lower().startswith("content-length")), 0)
+    body = await reader.readexactly(length)
+    payload = json.dumps({"head": [line for line in lines if line], "body": body.decode()}).encode()
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                 + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+    await writer.drain()
+    writer.close()
+
+
+async def test_post_json_sends_what_post_json_equals_would_send() -> None:
+    """The hot path (no httpx.Request built) sends the client's and the call's headers and the
+    JSON body, and answers an httpx.Response like ``post``."""
+    async with serving(_echo_head) as url:
+        client = outbound_client(timeout=5.0)
+        client.headers["x-client"] = "c"
+        try:
+            response = await post_json(client, f"{url}/m?x=1", {"a": "é", "n": [1]},
+                                       headers={"Authorization": "Bearer t"})
+        finally:
+            await client.aclose()
+    assert response.status_code == 200 and response.reason_phrase == "OK"
+    answer = response.json()
+    assert answer["head"][0] == "POST /m?x=1 HTTP/1.1"
+    head = {line.split(": ", 1)[0].lower(): line.split(": ", 1)[1] for line in answer["head"][1:]}
+    assert head["authorization"] == "Bearer t"
+    assert head["x-client"] == "c"
+    assert head["content-type"] == "application/json"
+    assert json.loads(answer["body"]) == {"a": "é", "n": [1]}
+    assert response.request.url == f"{url}/m?x=1"
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"),
+    [(_hang_up_after_request, httpx.RemoteProtocolError), (_never_answer, httpx.ReadTimeout)],
+)
+async def test_post_json_maps_failures_as_post_does(handler: Handler, error: type) -> None:
+    async with serving(handler) as url:
+        client = outbound_client(timeout=0.3)
+        try:
+            with pytest.raises(error):
+                await post_json(client, f"{url}/x", {})
+        finally:
+            await client.aclose()
+    async with serving(_answer) as url:
+        pass  # nothing listens any more: not sent
+    client = outbound_client(timeout=1.0)
+    try:
+        with pytest.raises(httpx.ConnectError):
+            await post_json(client, f"{url}/x", {})
+    finally:
+        await client.aclose()
+
+
+async def test_post_json_on_another_transport_is_plain_post() -> None:
+    seen: list[tuple[str, str | None, bytes]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url), request.headers.get("content-type"), request.content))
+        return httpx.Response(201, json={"ok": True})
+
+    client = outbound_client(transport=httpx.MockTransport(handler))
+    try:
+        response = await post_json(client, "http://partner.test/m", {"a": 1}, headers={"x": "y"})
+    finally:
+        await client.aclose()
+    assert (response.status_code, response.json()) == (201, {"ok": True})
+    assert seen == [("http://partner.test/m", "application/json", b'{"a":1}')]
