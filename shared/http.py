@@ -201,8 +201,13 @@ class RequestContextMiddleware:
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(http_request_id=request_id):
+        # bind + reset rather than ``bound_contextvars``, which also copies the whole context to
+        # save and restore what was bound before (~4 us a request; nothing else binds this key)
+        tokens = structlog.contextvars.bind_contextvars(http_request_id=request_id)
+        try:
             await self.app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
 
 def _reason_phrase(status: int) -> str:

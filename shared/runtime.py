@@ -190,7 +190,13 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=f"Ketanmu {spec.name}", lifespan=lifespan)
+    app = FastAPI(
+        title=f"Ketanmu {spec.name}",
+        lifespan=lifespan,
+        # FastAPI's native OpenTelemetry: off unless an OTel SDK provider is configured, which we
+        # never do (no SDK installed), yet it checks the providers on every request (~8 us)
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.rt = runtime
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
