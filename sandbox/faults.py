@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi.responses import JSONResponse
-
+from sandbox.responses import JSONResponse
 from sandbox.world import World
 
 _POLL_S = 0.05

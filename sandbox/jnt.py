@@ -12,10 +12,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from sandbox.callbacks import format_jnt_time
 from sandbox.faults import gate
+from sandbox.responses import JSONResponse
 from sandbox.world import World
 from shared.webhook_signing import verify_jnt_digest
 

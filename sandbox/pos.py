@@ -11,9 +11,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from sandbox.faults import gate
+from sandbox.responses import JSONResponse
 from sandbox.world import World
 
 router = APIRouter(prefix="/pos", tags=["Pos Indonesia"])

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from sandbox.faults import gate
+from sandbox.responses import JSONResponse
 from sandbox.state import rfc3339, utc_now
 from sandbox.world import World
 

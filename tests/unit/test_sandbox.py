@@ -537,3 +537,58 @@ async def test_polling_messages_since_and_to() -> None:
         assert await ids(since="31") == []
         await client.post("/sandbox/reset")
         assert await ids() == []
+
+
+async def test_hot_routes_answer_as_fastapi_routing_does() -> None:
+    """The partner endpoints served past FastAPI's routing (sandbox/app.py) answer every request
+    (accepted, refused, wrong method or path) with the status, headers and body FastAPI gives."""
+    wa = "/whatsapp/v21.0/100000000000001/messages"
+    auth = {"authorization": "Bearer wa-dev-access-token"}
+    text = {"messaging_product": "whatsapp", "to": "+6281", "text": {"body": "hi"}}
+    pos_order = {"orderid": "p1", "receivername": "S", "receiverphone": "1",
+                 "receiveraddress": "a", "receivercity": "c", "receiverzipcode": "6",
+                 "cod": True, "codvalue": 20000}
+    token_form = "grant_type=client_credentials&client_id=ketanmu-dev&client_secret="
+    requests: list[tuple[str, str, dict[str, object]]] = [
+        ("POST", wa, {"json": text, "headers": auth}),
+        ("POST", wa, {"json": text}),
+        ("POST", wa, {"content": b"not json", "headers": auth}),
+        ("POST", "/whatsapp/v21/100000000000001/messages", {"json": text, "headers": auth}),
+        ("POST", "/whatsapp/v21.0/%20x/messages", {"json": text, "headers": auth}),
+        ("POST", "/whatsapp/v21.0/1%2F2/messages", {"json": text, "headers": auth}),
+        ("POST", wa + "/", {"json": text, "headers": auth}),
+        ("GET", wa, {"headers": auth}),
+        ("POST", "/jnt/api/order/addOrder", {"content": b"bizContent=x"}),
+        ("PUT", "/jnt/api/order/addOrder", {}),
+        ("POST", "/pos/oauth2/token", {"content": token_form + "pos-dev-client-secret"}),
+        ("POST", "/pos/oauth2/token", {"content": token_form + "wrong"}),
+        ("POST", "/pos/api/v1/orders", {"json": pos_order, "headers": {"authorization": "x"}}),
+        ("POST", "/pos/api/v1/orders", {"json": pos_order, "headers": {"authorization": "TOKEN"}}),
+        ("POST", "/pos/api/v1/orders", {"json": pos_order, "headers": {"authorization": "TOKEN"}}),
+        ("POST", "/pos/api/v1/orders", {"content": b"[", "headers": {"authorization": "TOKEN"}}),
+        ("POST", "/sandbox/faults", {"json": {"target": "whatsapp", "mode": "error"}}),
+        ("POST", wa, {"json": text, "headers": auth}),
+    ]
+
+    async def answers(hot: bool) -> list[tuple[int, list[tuple[str, str]], bytes]]:
+        seen = []
+        async with in_process_sandbox(SandboxSettings(autoplay=False, seed=3)) as (app, client):
+            assert len(app.hot_routes) == 4
+            if not hot:
+                app.hot_routes.clear()  # FastAPI routes them, as any other request
+            token = ""
+            for method, path, kwargs in requests:
+                headers = kwargs.get("headers")
+                if isinstance(headers, dict) and headers.get("authorization") == "TOKEN":
+                    kwargs = kwargs | {"headers": {"authorization": f"Bearer {token}"}}
+                r = await client.request(method, path, **kwargs)  # type: ignore[arg-type]
+                if path.endswith("/token") and r.status_code == 200:
+                    token = r.json()["access_token"]
+                seen.append((r.status_code, sorted(r.headers.items()), r.content))
+        return seen
+
+    hot, routed = await answers(hot=True), await answers(hot=False)
+    assert [status for status, _, _ in hot] == [
+        200, 401, 400, 400, 400, 404, 307, 405, 200, 405, 200, 401, 401, 201, 200, 400, 200, 503
+    ]
+    assert hot == routed
