@@ -8,7 +8,7 @@ from typing import Any
 
 _NIK_RE = re.compile(r"(?<!\d)(\d{4})\d{8}(\d{4})(?!\d)")
 # +62 / 62 / 0 followed by 8..13 digits, with optional spaces or dashes people type.
-_PHONE_RE = re.compile(r"(?<![\w+])((?:\+?62|0)8)[\d\s-]{6,14}(\d{2})(?!\d)")
+_PHONE_RE = re.compile(r"(?<![\w+])((?:\+?62[\s.-]?|0)8)[\d\s.-]{6,14}(\d{2})(?!\d)")
 
 
 def mask_nik(nik: str) -> str:

@@ -19,7 +19,8 @@ from shared.logging import _mask_personal_data, _render_json, configure_logging
 from shared.privacy import mask_value
 
 NIK = "3516014101900001"
-PHONES = ["+6281234567890", "6281234567890", "081234567890", "0812-3456-7890", "0812 3456 7890"]
+PHONES = ["+6281234567890", "6281234567890", "081234567890", "0812-3456-7890", "0812 3456 7890",
+          "+62 812-3456-7890", "+62-812-3456-7890", "0812.3456.7890"]
 
 
 @pytest.fixture
@@ -32,10 +33,11 @@ def lines(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
 
 
 def test_the_cheap_check_was_derived_from_these_patterns() -> None:
-    # shared/logging.py skips strings without 10 characters in a row from [\d\s-]; that holds for
+    # shared/logging.py skips strings without 10 characters in a row from [\d\s.-]; that holds for
     # these two patterns only. Changed them? Check _MAYBE_PERSONAL still covers every match.
     assert privacy._NIK_RE.pattern == r"(?<!\d)(\d{4})\d{8}(\d{4})(?!\d)"
-    assert privacy._PHONE_RE.pattern == r"(?<![\w+])((?:\+?62|0)8)[\d\s-]{6,14}(\d{2})(?!\d)"
+    assert privacy._PHONE_RE.pattern == (
+        r"(?<![\w+])((?:\+?62[\s.-]?|0)8)[\d\s.-]{6,14}(\d{2})(?!\d)")
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,7 @@ def test_no_personal_data_in_any_log_line(lines: io.StringIO) -> None:
     assert NIK not in text and "3516********0001" in text
     for phone in PHONES:
         assert phone not in text
+    assert "3456-7890" not in text and "3456.7890" not in text and "3456 7890" not in text
 
 
 def test_json_lines_as_structlog_renders_them() -> None:
