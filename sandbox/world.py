@@ -5,11 +5,10 @@ with exponential backoff (start 200 ms, doubling, cap 5 s, with jitter) until th
 accepts it. One shared HTTP client and a semaphore bound the POSTs in flight, so a burst of
 shipments cannot open thousands of sockets.
 
-The client is the sandbox's own small keep-alive HTTP/1.1 client (``sandbox.courier_client``): the
-sandbox plays the partners for the benchmark, where httpx's client on top of aiohttp
-(``shared.http_client.outbound_client``) was 18% of its CPU, and then aiohttp's session alone still
-took 4-5 times the CPU of that client per callback. Tests that pass a ``callback_transport`` (an
-httpx transport: ``ScriptedCourier``) still get an httpx client.
+The client is a plain keep-alive ``aiohttp.ClientSession``: the sandbox plays the partners for the
+benchmark, and httpx's client on top of aiohttp (``shared.http_client.outbound_client``) was 18% of
+its CPU (request and response models, its cookie jar) for nothing the sandbox needs. Tests that
+pass a ``callback_transport`` (an httpx transport: ``ScriptedCourier``) still get an httpx client.
 """
 
 from __future__ import annotations
@@ -23,14 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import aiohttp
 import httpx
 
 from sandbox.callbacks import CallbackFact, SignedRequest, occurred, signed_request
-from sandbox.courier_client import CourierClient
 from sandbox.scripts import Step
 from sandbox.settings import CodOrder, SandboxSettings
 from sandbox.state import CallbackRecord, FactKind, ScriptProgress, Shipment, State, utc_now
-from shared.http_client import outbound_client
+from shared.http_client import KEEPALIVE_S, mapped_error, outbound_client
 
 _ANSWER_PREVIEW_CHARS = 2000
 
@@ -75,7 +74,14 @@ class World:
         self.config = PlayConfig.from_settings(settings)
         self._transport = callback_transport
         self._client: httpx.AsyncClient | None = None
-        self._courier = CourierClient(settings.courier_url, settings.callback_timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self._courier_url = settings.courier_url.rstrip("/")
+        # The timeouts httpx.Timeout(callback_timeout_s) had on shared.http_client's transport:
+        # connecting (pool wait + connect), connecting alone, and each read of the answer.
+        t = settings.callback_timeout_s
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=2 * t, sock_connect=t, sock_read=t
+        )
         self._semaphore = asyncio.Semaphore(settings.callback_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._jitter = random.Random(settings.seed)
@@ -93,6 +99,19 @@ class World:
                 max_connections=n,
             )
         return self._client
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The keep-alive session callbacks go out on (created on first use, in the loop)."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.settings.callback_concurrency, keepalive_timeout=KEEPALIVE_S
+            )
+            # as shared.http_client's: no cookies kept between calls, no environment proxies
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+            )
+        return self._session
 
     @property
     def playing(self) -> int:
@@ -272,10 +291,19 @@ class World:
 
     async def _post(self, request: SignedRequest) -> Answer:
         try:
-            reply = await self._courier.post(request.path, request.body, request.headers)
-        except httpx.TransportError as exc:
-            return Answer(None, None, f"{type(exc).__name__}: {exc}")
-        return Answer(reply.status, _preview(reply.body, reply.charset))
+            async with self.session.post(
+                self._courier_url + request.path,
+                data=request.body,
+                headers=request.headers,
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as response:
+                body = await response.read()
+                return Answer(response.status, _preview(body, response.charset))
+        except aiohttp.ClientError as exc:
+            # named as before, when the POST went through httpx: ConnectError, ReadTimeout...
+            error = mapped_error(exc)
+            return Answer(None, None, f"{type(error).__name__}: {error}")
 
     async def _post_httpx(self, request: SignedRequest) -> Answer:
         try:
@@ -314,7 +342,9 @@ class World:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        self._courier.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def _preview(body: bytes, charset: str | None) -> Any:
