@@ -115,9 +115,11 @@ class OutboxRelay:
         bootstrap_servers: str,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
+        linger_s: float = 0.0,
         topic_prefix: str = "",
     ) -> None:
         self._dsn = dsn
+        self._linger_s = linger_s
         self._topic_prefix = topic_prefix
         self._schema = schema
         self._bootstrap = bootstrap_servers
@@ -208,6 +210,10 @@ class OutboxRelay:
                 sent = await self._relay_batch(conn, producer)
                 if sent < self._batch_size:
                     await self._sleep(self._poll_interval_s)
+                    if self._linger_s and not self._stopping:
+                        # woken by a commit: let the commits of the next few ms join its batch
+                        # (one read, one produce request and one delete for all of them)
+                        await asyncio.sleep(self._linger_s)
         finally:
             self.is_leader = False
             with contextlib.suppress(Exception):

@@ -67,6 +67,7 @@ class Runtime:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
+            linger_s=settings.outbox_linger_ms / 1000,
             topic_prefix=settings.kafka_topic_prefix,
         )
         self.broker: KafkaBroker | None = None

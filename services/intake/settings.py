@@ -61,6 +61,9 @@ class IntakeSettings(ServiceSettings, WhatsAppSettings):
     # Where applicants open the tracking page (put in WhatsApp replies).
     public_base_url: str = "http://127.0.0.1:8001"
     max_body_bytes: int = Field(65_536, ge=1024)
+    # intake's consumer only tracks statuses (the tracking page, replies): it may batch longer than
+    # the delivery path's consumers (shared/settings.py)
+    kafka_fetch_max_wait_ms: int = 250
 
     # ---- operators (`INTAKE_OPERATORS`, JSON list of {id, name, role, token | token_sha256}) --
     intake_operators: list[OperatorSeed] = Field(default_factory=_dev_operators)

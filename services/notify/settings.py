@@ -9,6 +9,9 @@ from shared.whatsapp.settings import WhatsAppSettings
 class NotifySettings(ServiceSettings, WhatsAppSettings):
     service_name: str = "notify"
     http_port: int = 8004
+    # notify consumes every event of a lifecycle and none of them waits on its messages: it may
+    # batch longer than the delivery path's consumers (shared/settings.py)
+    kafka_fetch_max_wait_ms: int = 250
 
     # the whatsapp_* connection fields come from WhatsAppSettings (shared with intake)
     # Free text only if the 24-hour window is still open this long after the send.

@@ -7,10 +7,10 @@ import json
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 import structlog
 from fastapi import APIRouter, FastAPI
-from fastapi.testclient import TestClient
 
 from shared import logging as ketanmu_logging
 from shared import privacy
@@ -83,7 +83,7 @@ def test_json_lines_as_structlog_renders_them() -> None:
     assert json.loads(_render_json(None, "info", event))["id"] == repr(event["id"])
 
 
-def test_request_id_header_and_log_context() -> None:
+async def test_request_id_header_and_log_context() -> None:
     seen: list[dict[str, Any]] = []
     router = APIRouter()
 
@@ -95,9 +95,10 @@ def test_request_id_header_and_log_context() -> None:
     app = FastAPI()
     app.include_router(router)
     app.add_middleware(RequestContextMiddleware)
-    with TestClient(app) as client:
-        given = client.get("/x", headers={"x-request-id": "abc"})
-        fresh = client.get("/x")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t.test") as client:
+        given = await client.get("/x", headers={"x-request-id": "abc"})
+        fresh = await client.get("/x")
     assert given.headers["x-request-id"] == "abc" and seen[0]["http_request_id"] == "abc"
     assert uuid.UUID(fresh.headers["x-request-id"]) and seen[1]["http_request_id"] != "abc"
     assert "http_request_id" not in structlog.contextvars.get_contextvars()
