@@ -196,3 +196,20 @@ def test_masking_hides_nik_and_phone() -> None:
     assert mask_phone("+6281234567890") == "+628********90"
     text = mask_text("nik 3516014101900001 phone +6281234567890 or 0812-3456-7890")
     assert "3516014101900001" not in text and "81234567890" not in text and "3456-7890" not in text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["(+62) 812-3456-7890", "(0812) 3456-7890", "+62 (0)812-3456-7890", "+620812-3456-7890",
+     "0062 812 3456 7890", "+62 812-3456-7890", "0812.3456.7890"],
+)
+def test_masking_hides_every_phone_form_intake_accepts(raw: str) -> None:
+    assert normalize_phone(raw) == "+6281234567890"  # intake takes it as a phone...
+    masked = mask_text(f"hubungi {raw} ya")
+    assert "3456" not in masked and masked.endswith("90 ya")  # ...so no log shows it
+
+
+@pytest.mark.parametrize("text", ["jadwal ulang 08.12.2026", "08-12-2026", "server 62.81.234.56",
+                                  "Rp 1.250.000", "KTN-08123456"])
+def test_masking_leaves_dates_and_amounts_alone(text: str) -> None:
+    assert mask_text(text) == text

@@ -20,7 +20,9 @@ from shared.privacy import mask_value
 
 NIK = "3516014101900001"
 PHONES = ["+6281234567890", "6281234567890", "081234567890", "0812-3456-7890", "0812 3456 7890",
-          "+62 812-3456-7890", "+62-812-3456-7890", "0812.3456.7890"]
+          "+62 812-3456-7890", "+62-812-3456-7890", "0812.3456.7890", "(+62) 812-3456-7890",
+          "(0812) 3456-7890", "(0812)3456-7890", "+62 (0)812-3456-7890", "+620812-3456-7890",
+          "0062 812 3456 7890", "006281234567890"]
 
 
 @pytest.fixture
@@ -33,11 +35,14 @@ def lines(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
 
 
 def test_the_cheap_check_was_derived_from_these_patterns() -> None:
-    # shared/logging.py skips strings without 10 characters in a row from [\d\s.-]; that holds for
+    # shared/logging.py skips strings without 10 characters in a row from [\d\s.()-]; that holds for
     # these two patterns only. Changed them? Check _MAYBE_PERSONAL still covers every match.
     assert privacy._NIK_RE.pattern == r"(?<!\d)(\d{4})\d{8}(\d{4})(?!\d)"
     assert privacy._PHONE_RE.pattern == (
-        r"(?<![\w+])((?:\+?62[\s.-]?|0)8)[\d\s.-]{6,14}(\d{2})(?!\d)")
+        r"(?<![\w+])((?:\(?(?:\+|00)?62\)?[\s.-]*(?:\(0\)|0)?[\s.-]*|\(?0)8)"
+        r"[\d\s.()-]{6,16}(\d{2})(?!\d)"
+    )
+    assert privacy._PHONE_MIN_DIGITS == 10
 
 
 @pytest.mark.parametrize(
