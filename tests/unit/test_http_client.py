@@ -236,3 +236,50 @@ async def test_post_json_on_another_transport_is_plain_post() -> None:
         await client.aclose()
     assert (response.status_code, response.json()) == (201, {"ok": True})
     assert seen == [("http://partner.test/m", "application/json", b'{"a":1}')]
+
+
+async def test_post_json_headers_replace_case_insensitively() -> None:
+    async with serving(_echo_head) as url:
+        client = outbound_client(timeout=5.0)
+        client.headers["X-Who"] = "client"
+        try:
+            response = await post_json(client, f"{url}/m", {}, headers={
+                "x-who": "call", "content-type": "text/plain"})
+        finally:
+            await client.aclose()
+    names = [line.split(": ", 1)[0].lower() for line in response.json()["head"][1:]]
+    head = {line.split(": ", 1)[0].lower(): line.split(": ", 1)[1]
+            for line in response.json()["head"][1:]}
+    assert names.count("x-who") == 1 and head["x-who"] == "call"
+    assert names.count("content-type") == 1 and head["content-type"] == "application/json"
+
+
+async def _redirect_old(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """/old answers 307 to /new; /new answers 201 with its path."""
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length")), 0)
+        await reader.readexactly(length)
+        if head.split(b" ")[1] == b"/old":
+            writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /new\r\n"
+                         b"content-length: 0\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\n"
+                         b"content-length: 15\r\n\r\n{\"path\":\"/new\"}")
+        await writer.drain()
+
+
+async def test_post_json_follows_redirects_when_the_client_does() -> None:
+    async with serving(_redirect_old) as url:
+        client = outbound_client(timeout=5.0)
+        try:
+            assert (await post_json(client, f"{url}/old", {})).status_code == 307
+            client.follow_redirects = True
+            response = await post_json(client, f"{url}/old", {"a": 1})
+        finally:
+            await client.aclose()
+    assert (response.status_code, response.json()) == (201, {"path": "/new"})
