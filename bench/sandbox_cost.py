@@ -199,7 +199,7 @@ async def one_run(root: Path, n: int, concurrency: int, sink_port: int) -> dict[
     env = os.environ | {
         "SANDBOX_HOST": "127.0.0.1", "SANDBOX_PORT": str(port),
         "SANDBOX_COURIER_URL": f"http://127.0.0.1:{sink_port}", "SANDBOX_AUTOPLAY": "false",
-        "SANDBOX_STEP_DELAY_MS": "0", "SANDBOX_CALLBACK_CONCURRENCY": "32",  # as bench/stack.py
+        "SANDBOX_STEP_DELAY_MS": "0", "SANDBOX_CALLBACK_CONCURRENCY": "128",  # as bench/stack.py
     }
     sandbox = await asyncio.create_subprocess_exec(
         str(root / ".venv/bin/python"), "-m", "sandbox", cwd=root, env=env,

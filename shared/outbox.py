@@ -211,7 +211,7 @@ class OutboxRelay:
                 if sent < self._batch_size:
                     await self._sleep(self._poll_interval_s)
                     if self._linger_s and not self._stopping:
-                        # woken by a commit: let the commits of the next few ms join its batch
+                        # woken (a commit, or the poll): let the next few ms of commits join its batch
                         # (one read, one produce request and one delete for all of them)
                         await asyncio.sleep(self._linger_s)
         finally:

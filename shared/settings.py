@@ -6,8 +6,13 @@ Each service subclasses ``ServiceSettings`` in its own ``settings.py`` with its 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# How long a fetch may wait for records: well below aiokafka's request timeout (40 s).
+FetchWaitMs = Annotated[int, Field(ge=0, le=5000)]
 
 
 class ServiceSettings(BaseSettings):
@@ -33,19 +38,20 @@ class ServiceSettings(BaseSettings):
     # The broker answers a fetch once it has this many bytes or waited this long. aiokafka's
     # defaults (1 byte, 500 ms) answer as soon as one record is there: under steady load every
     # consumer then fetches, applies a batch of one or two events in its own transaction and
-    # commits its offsets, once per record. Waiting up to 100 ms lets a batch gather a tenth of a
-    # second of events: at 20 lifecycles/s it took a sixth of the whole system's CPU away (Kafka,
-    # PostgreSQL and every consumer; bench/README.md, "Third round"), for at most 100 ms more per
+    # commits its offsets, once per record. Waiting lets a batch gather: at 20 lifecycles/s a
+    # 40 ms wait took a sixth of the whole system's CPU away (Kafka, PostgreSQL and every consumer;
+    # bench/README.md, "Third round"); 100 ms did better at 40/s, for at most 100 ms more per
     # consuming hop. Services off the delivery path wait longer (intake, notify: their settings).
-    kafka_fetch_min_bytes: int = 65536
-    kafka_fetch_max_wait_ms: int = 100
+    kafka_fetch_min_bytes: int = Field(65536, ge=1)
+    kafka_fetch_max_wait_ms: FetchWaitMs = 100
 
     outbox_batch_size: int = 500
     outbox_poll_interval_s: float = 1.0
-    # Once woken by a commit, the relay waits this long before reading the outbox, so that the
-    # commits of those milliseconds go out in one batch: one read, one produce request, one
-    # delete (0: publish each at once). 25 ms: 3-6% less CPU per lifecycle at 40-50/s.
-    outbox_linger_ms: int = Field(25, ge=0)
+    # Once woken (by a commit, or its poll), the relay waits this long before reading the
+    # outbox, so that the commits of those milliseconds go out in one batch: one read, one
+    # produce request, one delete (0: publish each at once). 25 ms: 3-6% less CPU per lifecycle
+    # at 40-50/s.
+    outbox_linger_ms: int = Field(25, ge=0, le=1000)
 
     log_level: str = "INFO"
     log_json: bool = True

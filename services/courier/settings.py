@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pydantic import Field
+
 from shared.settings import ServiceSettings
 
 
@@ -22,7 +24,7 @@ class CourierSettings(ServiceSettings):
     # failures are retried until the booking has waited this long, then it waits for ops.
     # bookings in flight per partner: at 1 s per partner answer, 32 a second each (the national
     # peak is ~15 requests a second in all); 16 capped the benchmark at ~40/s
-    booking_concurrency: int = 32
+    booking_concurrency: int = Field(32, ge=1)
     booking_retry_start_s: float = 1.0
     booking_retry_cap_s: float = 300.0
     booking_claim_s: float = 60.0

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from shared.contracts.events import DocumentType
-from shared.settings import ServiceSettings
+from shared.settings import FetchWaitMs, ServiceSettings
 from shared.whatsapp.settings import WhatsAppSettings
 
 from .overload import Thresholds
@@ -63,7 +63,7 @@ class IntakeSettings(ServiceSettings, WhatsAppSettings):
     max_body_bytes: int = Field(65_536, ge=1024)
     # intake's consumer only tracks statuses (the tracking page, replies): it may batch longer than
     # the delivery path's consumers (shared/settings.py)
-    kafka_fetch_max_wait_ms: int = 250
+    kafka_fetch_max_wait_ms: FetchWaitMs = 250
 
     # ---- operators (`INTAKE_OPERATORS`, JSON list of {id, name, role, token | token_sha256}) --
     intake_operators: list[OperatorSeed] = Field(default_factory=_dev_operators)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import model_validator
 
-from shared.settings import ServiceSettings
+from shared.settings import FetchWaitMs, ServiceSettings
 from shared.whatsapp.settings import WhatsAppSettings
 
 
@@ -11,7 +11,7 @@ class NotifySettings(ServiceSettings, WhatsAppSettings):
     http_port: int = 8004
     # notify consumes every event of a lifecycle and none of them waits on its messages: it may
     # batch longer than the delivery path's consumers (shared/settings.py)
-    kafka_fetch_max_wait_ms: int = 250
+    kafka_fetch_max_wait_ms: FetchWaitMs = 250
 
     # the whatsapp_* connection fields come from WhatsAppSettings (shared with intake)
     # Free text only if the 24-hour window is still open this long after the send.
