@@ -19,7 +19,7 @@ from bench.run import Options, Run, environment
 def parse(argv: list[str] | None) -> Options:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--rates", default=None,
-                   help="offered load steps, lifecycles per second (default 10,25,50,100,150;"
+                   help="offered load steps, lifecycles per second (default 10,25,40,50,100,150;"
                         " --quick: 5,10)")
     p.add_argument("--step-seconds", type=float, default=None,
                    help="duration of each step (default 30; --quick: 3)")
@@ -62,7 +62,7 @@ def parse(argv: list[str] | None) -> Options:
     a = p.parse_args(argv)
     quick = a.quick
     options = Options(
-        rates=[float(r) for r in (a.rates or ("5,10" if quick else "10,25,50,100,150")).split(",")],
+        rates=[float(r) for r in (a.rates or ("5,10" if quick else "10,25,40,50,100,150")).split(",")],
         step_s=a.step_seconds or (3.0 if quick else 30.0),
         warmup_s=0.0 if quick else a.warmup_seconds,
         idle_s=1.0 if quick else a.idle_seconds,
