@@ -1,9 +1,11 @@
 """Replies to WhatsApp messages: queued in the transaction that decided them, sent by a loop.
 
 A reply is free-form text, which Meta delivers only within 24 hours of the applicant's last
-message: a reply still unsent after that is given up, not sent late. As in notify, a crash after
-Meta accepted a reply and before it is marked sent sends it once more (the Cloud API has no
-idempotency key); that window is one HTTP call.
+message: a reply still unsent after that is given up, not sent late. One applicant's replies go
+out in order: a reply waits while an earlier one is unsent (after a crash, until the dead
+sender's claim expires, ``REPLY_CLAIM_S``), so no question arrives after the answer to it. As in
+notify, a crash after Meta accepted a reply and before it is marked sent sends it once more (the
+Cloud API has no idempotency key); that window is one HTTP call.
 """
 
 from __future__ import annotations
@@ -36,10 +38,14 @@ async def _claim(conn: asyncpg.Connection, claim_s: float, limit: int) -> list[a
         """
         UPDATE wa_outbound SET claimed_until = now() + make_interval(secs => $1)
         WHERE id IN (
-            SELECT id FROM wa_outbound
-            WHERE status = 'pending' AND next_attempt_at <= now()
-              AND (claimed_until IS NULL OR claimed_until < now())
-            ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+            SELECT o.id FROM wa_outbound o
+            WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+              AND (o.claimed_until IS NULL OR o.claimed_until < now())
+              -- one applicant's replies go out in the order they were decided: none while an
+              -- earlier one is unsent (waiting for a retry, or claimed by a sender that died)
+              AND NOT EXISTS (SELECT 1 FROM wa_outbound e
+                              WHERE e.wa_id = o.wa_id AND e.status = 'pending' AND e.id < o.id)
+            ORDER BY o.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED)
         RETURNING id, wa_id, body, attempts, created_at
         """,
         claim_s,

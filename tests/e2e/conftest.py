@@ -49,6 +49,9 @@ async def e2e_env(infra: None) -> AsyncIterator[dict[str, str]]:
         "SANDBOX_STEP_DELAY_MS": "100",
         "LOG_LEVEL": "INFO",
         "OUTBOX_POLL_INTERVAL_S": "1.0",
+        # a reply claimed by a sender the tests kill is sent again after 5 s (30 s by default):
+        # the applicant's later replies wait for it (services/intake/replies.py)
+        "REPLY_CLAIM_S": "5",
     }
     if os.environ.get("KETANMU_KEEP_E2E_DB") != "1":  # keep it to debug a failure
         await drop_database(database)
