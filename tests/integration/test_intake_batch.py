@@ -35,8 +35,8 @@ from shared.contracts.events import (
     RequestRejected,
     new_event,
 )
-from shared.db.pool import create_pool, migrate
 from shared.kafka.consumer import EventConsumer
+from tests.support.infra import migrated_pool
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +49,8 @@ AT = datetime.now(UTC) + timedelta(hours=1)  # after every registration of the r
 
 @pytest.fixture(scope="module")
 async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(database, SCHEMA, MIGRATIONS)
-    pool = await create_pool(database, SCHEMA)
-    yield pool
-    await pool.close()
+    async with migrated_pool(database, SCHEMA, MIGRATIONS) as pool:
+        yield pool
 
 
 SETTINGS = IntakeSettings()

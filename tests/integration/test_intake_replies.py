@@ -11,7 +11,7 @@ import pytest
 
 import services.intake
 from services.intake import replies
-from shared.db.pool import create_pool, migrate
+from tests.support.infra import migrated_pool
 
 pytestmark = pytest.mark.integration
 
@@ -21,10 +21,8 @@ SCHEMA = f"intake_r_{uuid.uuid4().hex[:8]}"
 
 @pytest.fixture(scope="module")
 async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(database, SCHEMA, MIGRATIONS)
-    pool = await create_pool(database, SCHEMA)
-    yield pool
-    await pool.close()
+    async with migrated_pool(database, SCHEMA, MIGRATIONS) as pool:
+        yield pool
 
 
 async def test_a_reply_waits_for_the_earlier_one_of_its_applicant(pool: asyncpg.Pool) -> None:

@@ -27,16 +27,22 @@ async def serving(handler: Handler) -> AsyncIterator[str]:
         server.close()
 
 
+async def _read_request(reader: asyncio.StreamReader) -> tuple[list[str], bytes] | None:
+    """The head's lines and the body of the next request on the connection (None: closed)."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    lines = [line for line in head.decode().split("\r\n") if line]
+    length = next((int(line.split(":")[1]) for line in lines
+                   if line.lower().startswith("content-length")), 0)
+    return lines, await reader.readexactly(length)
+
+
 async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """A keep-alive HTTP/1.1 server that echoes JSON bodies."""
-    while True:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            return
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length")), 0)
-        body = await reader.readexactly(length)
+    while (request := await _read_request(reader)) is not None:
+        body = request[1]
         payload = b'{"echo": ' + body + b"}"
         writer.write(b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nx-seen: a\r\n"
                      b"x-seen: b\r\ncontent-length: " + str(len(payload)).encode() + b"\r\n\r\n"
@@ -166,12 +172,10 @@ async def test_the_lean_send_answers_as_httpx_does_and_leaves_other_calls_to_htt
 
 async def _echo_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Answers with the request's head lines and body, as JSON."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    length = next((int(line.split(":")[1]) for line in lines
-                   if line.lower().startswith("content-length")), 0)
-    body = await reader.readexactly(length)
-    payload = json.dumps({"head": [line for line in lines if line], "body": body.decode()}).encode()
+    request = await _read_request(reader)
+    assert request is not None
+    lines, body = request
+    payload = json.dumps({"head": lines, "body": body.decode()}).encode()
     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
                  + str(len(payload)).encode() + b"\r\n\r\n" + payload)
     await writer.drain()
@@ -256,15 +260,8 @@ async def test_post_json_headers_replace_case_insensitively() -> None:
 
 async def _redirect_old(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """/old answers 307 to /new; /new answers 201 with its path."""
-    while True:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            return
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length")), 0)
-        await reader.readexactly(length)
-        if head.split(b" ")[1] == b"/old":
+    while (request := await _read_request(reader)) is not None:
+        if request[0][0].split(" ")[1] == "/old":
             writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /new\r\n"
                          b"content-length: 0\r\n\r\n")
         else:
