@@ -17,11 +17,12 @@ import structlog
 from shared.privacy import mask_text, mask_value
 
 # Masking is most of a log line's cost (two regex passes per string: ~4 us for a UUID), and most
-# strings cannot hold what ``mask_text`` masks: every match of its patterns (a NIK: 16 digits; a
-# phone number: "08" or "628" and then 8 or more digits, spaces or dashes) contains 10 characters
-# in a row from [\d\s.()-] (same Unicode classes as the patterns). A string without such a run
-# is left as it is without running them. tests/unit/test_logging.py pins the patterns this was
-# derived from: change them in shared/privacy.py and that test says to check this again.
+# strings cannot hold what ``mask_text`` masks: every match it masks (a NIK: 16 digits; a phone
+# number: at least 10 digits, after an optional "+" or "(+", with spaces, dots, dashes or brackets
+# between them) contains 10 characters in a row from [\d\s.()-] (same Unicode classes as the
+# patterns). A string without such a run is left as it is without running them.
+# tests/unit/test_logging.py pins the patterns this was derived from: change them in
+# shared/privacy.py and that test says to check this again.
 _MAYBE_PERSONAL = re.compile(r"[\d\s.()-]{10}")
 
 
