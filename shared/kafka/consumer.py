@@ -157,7 +157,14 @@ class EventConsumer:
         subscriber(on_batch)
 
     async def consume_batch(self, records: Sequence[ConsumerRecord]) -> None:
-        """Apply a batch durably; returns only when it is committed in PostgreSQL."""
+        """Apply a batch durably; returns only when it is committed in PostgreSQL.
+
+        Never gives a batch up: an event that cannot be applied is dead-lettered inside
+        ``_apply``, so whatever escapes it is the database (or a bug) and the batch is tried
+        again. Raising instead would lose it: FastStream would go on with the next batch, whose
+        offset commit covers this one (seen when PostgreSQL restarted mid-batch and asyncpg
+        raised ``InternalClientError`` on a connection it had just handed back).
+        """
         delay = 0.2
         while True:
             try:
@@ -170,8 +177,11 @@ class EventConsumer:
                     retry_in_s=delay,
                     records=len(records),
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.exception("batch not applied, will be retried", retry_in_s=delay,
+                              records=len(records))  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
         self.stats.batches += 1
         for callback in self._after_commit:
             callback()
