@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import time
@@ -39,7 +38,9 @@ from urllib.parse import urlencode
 
 import orjson
 
+from bench.observe import cpu_seconds
 from bench.rawhttp import RawHttp, Response
+from bench.stack import free_port
 from sandbox.settings import (
     DEFAULT_JNT_API_ACCOUNT,
     DEFAULT_JNT_CUSTOMER_CODE,
@@ -53,23 +54,11 @@ from sandbox.settings import (
 from shared.webhook_signing import jnt_digest
 
 REPO = Path(__file__).resolve().parents[1]
-TICK = os.sysconf("SC_CLK_TCK")
 WHATSAPP_PATH = f"/whatsapp/{DEFAULT_WHATSAPP_API_VERSION}/{DEFAULT_WHATSAPP_PHONE_NUMBER_ID}/messages"
 RECEIVER = {"name": "Siti Aminah", "mobile": "081234567890", "phone": "081234567890",
             "countryCode": "IDN", "prov": "Jawa Timur", "city": "Kabupaten Mojokerto",
             "area": "Mojosari", "town": "Mojosari",
             "address": "Jl. Raya Mojosari No. 12, RT/RW 003/005, Mojosari", "postCode": "61382"}
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Sink(asyncio.Protocol):
@@ -184,14 +173,14 @@ class Driver:
     ) -> float:
         """Sandbox CPU µs per request of ``one``, and of the ``callbacks`` they cause."""
         awaited = Sink.received + callbacks
-        before = cpu_s(self.pid)
+        before = cpu_seconds([self.pid])
         await self.fan(n, one)
         deadline = time.monotonic() + 120
         while Sink.received < awaited:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{awaited - Sink.received} of {callbacks} callbacks missing")
             await asyncio.sleep(0.005)
-        return (cpu_s(self.pid) - before) / n * 1e6
+        return (cpu_seconds([self.pid]) - before) / n * 1e6
 
 
 async def one_run(root: Path, n: int, concurrency: int, sink_port: int) -> dict[str, float]:
