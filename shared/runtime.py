@@ -21,6 +21,7 @@ from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker
 
 from shared.db.pool import create_pool, migrate, wait_for_database
+from shared.gc_tuning import settle_gc
 from shared.http import RequestContextMiddleware, install_error_handlers, problem_response
 from shared.kafka.consumer import BatchHandler, EventConsumer, Handler
 from shared.logging import configure_logging, get_logger
@@ -136,6 +137,7 @@ class Runtime:
             await self._start_broker()
         for task in self.spec.background:
             self._tasks.append(asyncio.create_task(task(self), name=task.__name__))
+        settle_gc()
         log.info("service started", port=s.http_port, consumer_group=s.consumer_group)
 
     async def _start_broker(self) -> None:
