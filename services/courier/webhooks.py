@@ -1,15 +1,19 @@
 """Partner webhooks: verified on the raw body, deduplicated, turned into events via the outbox.
 
-One short transaction per callback: lock the shipment and dedupe on the partner's event id (one
-statement), apply the state machine, store the new state with its anomalies and custody step (one
-statement), write the events. Nothing waits on Kafka or on another HTTP call, so the partner gets
-its answer in milliseconds. Refusals (a clear 4xx, no event, nothing stored):
+Two statements per callback and no explicit transaction (``apply_fact``): read the shipment and
+whether this event id was seen; apply the state machine in Python; store the new state, the
+callback's dedupe row, the anomalies, the custody step and the events in one statement that only
+writes if the shipment is still as it was read (compare-and-set). A concurrent callback of the same
+parcel that got there first makes it read and decide again. Nothing waits on Kafka or on another
+HTTP call, so the partner gets its answer in milliseconds. Refusals (a clear 4xx, no event, nothing
+stored):
 
 - 401: bad or missing signature, timestamp outside the 5-minute window (a replay);
 - 400: a body that is not what the partner sends (not JSON / form, missing fields);
 - 413: a body over ``MAX_WEBHOOK_BODY_BYTES``, refused before it is read whole;
-- 404: an unknown partner, or a waybill we did not book. The transaction is rolled back, so when
-  the partner retries after our booking is stored, the callback is applied then.
+- 404: an unknown partner, or a waybill we did not book: nothing of that fact is stored, so when
+  the partner retries after our booking is stored, it is applied then. The facts of the same
+  callback before it are stored (each fact is atomic on its own); the retry finds them seen.
 
 A callback sent again with the same event id is acknowledged (200) and only counted.
 """
@@ -83,68 +87,83 @@ async def partner_webhook(partner: str, request: Request) -> Any:
         log.warning("partner callback rejected", partner=partner, status=exc.status_code,
                     reason=exc.reason)
         return problem_response(exc.status_code, exc.reason)
-    if facts:  # only events we do not track (acknowledged): no transaction to open
+    if facts:  # only events we do not track (acknowledged): no connection to take
         originals_days = timedelta(days=rt.settings.originals_return_days)
-        async with rt.pool.acquire() as conn, conn.transaction():
+        async with rt.pool.acquire() as conn:
             for fact in facts:
                 await apply_fact(conn, rt.schema, fact, originals_days)
     return JSONResponse(_ACK[partner])
 
 
-# The shipment first: its row lock orders concurrent callbacks of one parcel. The callback's dedupe
-# row is written in the same round trip, already naming the request; ``fresh`` is false when the
-# partner sent this event id before. Only the columns the decision needs are read.
-_LOCK_AND_RECORD = """
+# What the decision needs, and whether the partner sent this event id before. No lock: the store
+# below only writes if these columns are still what was read.
+_READ = """
+SELECT request_id, correlation_id, status, handed, cod_paid, delivered, returned,
+    failed_attempts, cod_fee, requirement_documents <> '[]'::jsonb AS has_originals,
+    EXISTS (SELECT FROM partner_callbacks WHERE partner_event_id = $3) AS seen
+FROM shipments WHERE waybill = $1 AND partner = $2
+"""
+
+# The decision stored in one statement, if the shipment is still as read ($22..$29) and the event id
+# still unseen: the shipment's new state, the callback's dedupe row, the anomalies (usually none),
+# on a delivery with originals to bring back the first custody step, and the events it emits
+# (shared.outbox.queue_cte). Everything but the shipment's row hangs on the dedupe row: a callback
+# of the same event id stored concurrently (same key, ON CONFLICT) leaves no anomaly and no event.
+# A concurrent writer of the same shipment holds its row lock until it commits; the UPDATE then
+# checks the columns again on the new row (READ COMMITTED) and writes nothing if they changed.
+_STORE = """
 WITH shipment AS (
-    SELECT request_id, correlation_id, status, handed, cod_paid, delivered, returned,
-        failed_attempts, cod_fee, requirement_documents <> '[]'::jsonb AS has_originals
-    FROM shipments WHERE waybill = $1 AND partner = $2
-    FOR UPDATE
+    UPDATE shipments SET status = $2, handed = $3, cod_paid = $4, delivered = $5,
+        returned = $6, failed_attempts = $7,
+        -- a pickup scan that arrives late still tells when the courier took the parcel
+        handed_at = CASE WHEN $12 = 'picked_up' AND $3 THEN least(coalesce(handed_at, $8), $8)
+                         WHEN $3 AND handed_at IS NULL THEN $8 ELSE handed_at END,
+        cod_paid_at = CASE WHEN $4 AND cod_paid_at IS NULL THEN $8 ELSE cod_paid_at END,
+        cod_amount_collected = CASE WHEN $4 AND cod_amount_collected IS NULL THEN $9
+                                    ELSE cod_amount_collected END,
+        delivered_at = CASE WHEN $5 AND delivered_at IS NULL THEN $8 ELSE delivered_at END,
+        received_by = coalesce(received_by, $10),
+        documents_collected = coalesce(documents_collected, $11),
+        last_failure_reason = CASE WHEN $12 = 'delivery_failed' AND NOT $5 THEN $13
+                                   ELSE last_failure_reason END,
+        last_failed_at = CASE WHEN $12 = 'delivery_failed' AND NOT $5 THEN $8
+                              ELSE last_failed_at END,
+        returned_at = CASE WHEN $6 AND returned_at IS NULL THEN $8 ELSE returned_at END,
+        return_reason = CASE WHEN $6 AND return_reason IS NULL THEN $13
+                             ELSE return_reason END,
+        originals_status = CASE WHEN $14 THEN $15
+                                WHEN $6 AND NOT $5 THEN 'none' ELSE originals_status END,
+        originals_due_at = CASE WHEN $14 THEN $8 + $16::interval ELSE originals_due_at END,
+        updated_at = now()
+    WHERE request_id = $1
+      AND (status, handed, cod_paid, delivered, returned, failed_attempts, cod_fee,
+           requirement_documents <> '[]'::jsonb)
+          IS NOT DISTINCT FROM
+          ($22::text, $23::boolean, $24::boolean, $25::boolean, $26::boolean, $27::integer,
+           $28::integer, $29::boolean)
+      AND NOT EXISTS (SELECT FROM partner_callbacks WHERE partner_event_id = $30)
+    RETURNING request_id
 ), callback AS (
     INSERT INTO partner_callbacks (partner_event_id, partner, waybill, kind, occurred_at,
         cod_amount, last_received_at, request_id)
-    SELECT $3, $2, $1, $4, $5, $6, now(), request_id FROM shipment
+    SELECT $30, $31, $17, $12, $8, $32, now(), request_id FROM shipment
     ON CONFLICT DO NOTHING
-    RETURNING true
-)
-SELECT shipment.*, EXISTS (SELECT FROM callback) AS fresh FROM shipment
-"""
-
-# The decision stored in one round trip: the shipment's new state, the anomalies (usually none),
-# on a delivery with originals to bring back the first custody step, and the events it emits
-# (shared.outbox.queue_cte).
-_STORE = """
-WITH anomaly AS (
+    RETURNING request_id
+), anomaly AS (
     INSERT INTO shipment_anomalies (request_id, waybill, detail)
-    SELECT $1, $17, a.detail FROM unnest($18::text[]) WITH ORDINALITY AS a(detail, n) ORDER BY a.n
+    SELECT c.request_id, $17, a.detail
+    FROM callback c, unnest($18::text[]) WITH ORDINALITY AS a(detail, n) ORDER BY a.n
 ), custody AS (
     INSERT INTO originals_custody (request_id, step, actor, detail, at)
-    SELECT $1, $19, $20, $21, $8 WHERE $19::text IS NOT NULL
-), """ + queue_cte(22) + """
-UPDATE shipments SET status = $2, handed = $3, cod_paid = $4, delivered = $5,
-    returned = $6, failed_attempts = $7,
-    -- a pickup scan that arrives late still tells when the courier took the parcel
-    handed_at = CASE WHEN $12 = 'picked_up' AND $3 THEN least(coalesce(handed_at, $8), $8)
-                     WHEN $3 AND handed_at IS NULL THEN $8 ELSE handed_at END,
-    cod_paid_at = CASE WHEN $4 AND cod_paid_at IS NULL THEN $8 ELSE cod_paid_at END,
-    cod_amount_collected = CASE WHEN $4 AND cod_amount_collected IS NULL THEN $9
-                                ELSE cod_amount_collected END,
-    delivered_at = CASE WHEN $5 AND delivered_at IS NULL THEN $8 ELSE delivered_at END,
-    received_by = coalesce(received_by, $10),
-    documents_collected = coalesce(documents_collected, $11),
-    last_failure_reason = CASE WHEN $12 = 'delivery_failed' AND NOT $5 THEN $13
-                               ELSE last_failure_reason END,
-    last_failed_at = CASE WHEN $12 = 'delivery_failed' AND NOT $5 THEN $8
-                          ELSE last_failed_at END,
-    returned_at = CASE WHEN $6 AND returned_at IS NULL THEN $8 ELSE returned_at END,
-    return_reason = CASE WHEN $6 AND return_reason IS NULL THEN $13
-                         ELSE return_reason END,
-    originals_status = CASE WHEN $14 THEN $15
-                            WHEN $6 AND NOT $5 THEN 'none' ELSE originals_status END,
-    originals_due_at = CASE WHEN $14 THEN $8 + $16::interval ELSE originals_due_at END,
-    updated_at = now()
-WHERE request_id = $1
+    SELECT request_id, $19, $20, $21, $8 FROM callback WHERE $19::text IS NOT NULL
+), """ + queue_cte(33, only_if="callback") + """
+SELECT EXISTS (SELECT FROM callback)
 """
+
+# Read, decide, store: tried again while concurrent callbacks of the same parcel keep winning the
+# race (each try is a few milliseconds). Past that the partner is told to retry (503): it does, and
+# nothing of this callback was stored meanwhile.
+STORE_ATTEMPTS = 20
 
 
 async def apply_fact(
@@ -153,30 +172,40 @@ async def apply_fact(
     fact: PartnerEvent,
     originals_days: timedelta = timedelta(days=7),
 ) -> None:
-    row = await conn.fetchrow(
-        _LOCK_AND_RECORD,
-        fact.waybill,
-        fact.partner,
-        fact.partner_event_id,
-        fact.kind,
-        fact.occurred_at,
-        fact.cod_amount,
-    )
-    if row is None:
-        # 404 rolls the transaction back, so the partner's retry is applied once we know the waybill
-        log.warning("partner callback rejected", partner=fact.partner, status=404,
-                    reason="unknown waybill", waybill=fact.waybill)
-        raise Problem(404, "Resi tidak dikenal / Unknown waybill", fact.waybill)
-    if not row["fresh"]:
-        # the partner sent this callback before: already applied; counted for reconciliation
-        await conn.execute(
-            "UPDATE partner_callbacks SET times_received = times_received + 1,"
-            " last_received_at = now() WHERE partner_event_id = $1",
-            fact.partner_event_id,
-        )
-        log.info("duplicate partner callback", partner=fact.partner, waybill=fact.waybill,
-                 partner_event_id=fact.partner_event_id)
-        return
+    """Apply one partner fact (atomic on its own; see the module's docstring)."""
+    for _ in range(STORE_ATTEMPTS):
+        row = await conn.fetchrow(_READ, fact.waybill, fact.partner, fact.partner_event_id)
+        if row is None:
+            # nothing stored: the partner's retry is applied once we know the waybill
+            log.warning("partner callback rejected", partner=fact.partner, status=404,
+                        reason="unknown waybill", waybill=fact.waybill)
+            raise Problem(404, "Resi tidak dikenal / Unknown waybill", fact.waybill)
+        if row["seen"]:
+            # the partner sent this callback before: already applied; counted for reconciliation
+            await conn.execute(
+                "UPDATE partner_callbacks SET times_received = times_received + 1,"
+                " last_received_at = now() WHERE partner_event_id = $1",
+                fact.partner_event_id,
+            )
+            log.info("duplicate partner callback", partner=fact.partner, waybill=fact.waybill,
+                     partner_event_id=fact.partner_event_id)
+            return
+        if await _decide_and_store(conn, schema, row, fact, originals_days):
+            return
+    log.warning("partner callback raced too long, partner told to retry", partner=fact.partner,
+                waybill=fact.waybill, partner_event_id=fact.partner_event_id,
+                attempts=STORE_ATTEMPTS)
+    raise Problem(503, "Sedang sibuk, kirim ulang / Busy, please send again", fact.waybill)
+
+
+async def _decide_and_store(
+    conn: asyncpg.Connection,
+    schema: str,
+    row: asyncpg.Record,
+    fact: PartnerEvent,
+    originals_days: timedelta,
+) -> bool:
+    """The state machine on the shipment as read; False if it changed before the store."""
     state = ShipmentState(
         handed=row["handed"],
         cod_paid=row["cod_paid"],
@@ -192,8 +221,6 @@ async def apply_fact(
         mismatch = cod_mismatch(row["cod_fee"], fact.cod_amount)
         if mismatch:
             anomalies.append(mismatch)
-    for detail in anomalies:
-        log.warning("shipment anomaly", request_id=str(row["request_id"]), detail=detail)
     new = decision.state
     events = [
         new_event(
@@ -207,10 +234,14 @@ async def apply_fact(
         )
         for topic in decision.emit
     ]
-    await _store_state(
+    stored = await _store_state(
         conn, row, fact, new, topics.DELIVERED in decision.emit, originals_days, anomalies,
         events, schema,
     )
+    if stored:
+        for detail in anomalies:
+            log.warning("shipment anomaly", request_id=str(row["request_id"]), detail=detail)
+    return stored
 
 
 async def _store_state(
@@ -223,14 +254,14 @@ async def _store_state(
     anomalies: list[str],
     events: list[Envelope[Any]],
     schema: str,
-) -> None:
+) -> bool:
     kind = fact.kind
     originals = originals_after_delivery(fact.documents_collected) if row["has_originals"] else "none"
     # the chain of custody starts at the door, when there are originals to bring back
     custody_step = None
     if delivered_now and originals != "none":
         custody_step = "collected_at_door" if originals == "with_courier" else originals
-    await conn.execute(
+    return await conn.fetchval(  # type: ignore[no-any-return]
         _STORE,
         row["request_id"],
         new.status,
@@ -253,6 +284,19 @@ async def _store_state(
         custody_step,
         f"kurir {fact.partner} (resi {fact.waybill})",
         f"diterima oleh {fact.received_by}" if fact.received_by else None,
+        # the shipment as read: the store writes nothing if it changed meanwhile
+        row["status"],
+        row["handed"],
+        row["cod_paid"],
+        row["delivered"],
+        row["returned"],
+        row["failed_attempts"],
+        row["cod_fee"],
+        row["has_originals"],
+        # the callback's dedupe row
+        fact.partner_event_id,
+        fact.partner,
+        fact.cod_amount,
         *queue_args(events, schema),
     )
 

@@ -1,6 +1,7 @@
 """Courier's SQL against a real database: a consumed batch is applied with set-based statements
 (the rows must be those of applying the events one by one, in any order, and a bad event must be
-dead-lettered alone); a partner callback is locked, deduplicated and stored in few statements."""
+dead-lettered alone); a partner callback is read, then deduplicated and stored in one statement
+that writes only if the shipment is still as read."""
 
 from __future__ import annotations
 
@@ -151,7 +152,7 @@ async def test_a_bad_event_in_a_batch_is_dead_lettered_alone(pool: asyncpg.Pool)
         assert await conn.fetchval("SELECT count(*) FROM dead_letter") == 1
 
 
-# ---- partner callbacks: lock + dedupe row in one statement, state + anomalies + custody in one --
+# ---- partner callbacks: read + dedupe check, then state + dedupe row + anomalies + custody in one -
 
 
 def _fact(kind: str, event_id: str, waybill: str, **kw: Any) -> PartnerEvent:
@@ -232,6 +233,101 @@ async def test_a_shipment_without_originals_gets_no_custody_step(pool: asyncpg.P
         assert await conn.fetchval("SELECT count(*) FROM shipment_anomalies") == 0
     assert ship["status"] == "delivered" and ship["originals_status"] == "none"
     assert ship["documents_collected"] is None
+
+
+async def _booked(conn: asyncpg.Connection, request_id: uuid.UUID, waybill: str) -> None:
+    await courier_events.apply_batch(
+        conn, [registered(request_id, f"corr-{waybill}"), printed(request_id, "corr", "N-" + waybill)]
+    )
+    await conn.execute(
+        "UPDATE shipments SET status = 'booked', waybill = $2 WHERE request_id = $1",
+        request_id, waybill,
+    )
+
+
+async def test_concurrent_callbacks_of_one_parcel_apply_each_fact_once(pool: asyncpg.Pool) -> None:
+    """Pickup, COD and delivery of each parcel, each sent twice, all at once on their own
+    connections: every store races the others of its parcel (compare-and-set, read again)."""
+    import asyncio
+
+    parcels = {uuid.uuid4(): f"JC{i}" for i in range(12)}
+    async with pool.acquire() as conn:
+        for request_id, waybill in parcels.items():
+            await _booked(conn, request_id, waybill)
+        schema = await conn.fetchval("SELECT current_schema()")
+
+    async def send(fact: PartnerEvent) -> None:
+        async with pool.acquire() as conn:
+            await apply_fact(conn, schema, fact)
+
+    facts = [
+        _fact(kind, f"jnt:{waybill}:{kind}", waybill, received_by="Siti", documents_collected=True)
+        if kind == "delivered" else _fact(kind, f"jnt:{waybill}:{kind}", waybill)
+        for waybill in parcels.values()
+        for kind in ("picked_up", "cod_collected", "delivered")
+    ]
+    await asyncio.gather(*(send(f) for f in facts * 2))
+
+    async with pool.acquire() as conn:
+        ships = await conn.fetch("SELECT * FROM shipments WHERE request_id = ANY($1)", list(parcels))
+        callbacks = await conn.fetch("SELECT partner_event_id, times_received FROM partner_callbacks")
+        events = await conn.fetch("SELECT key, topic FROM outbox")
+        anomalies = await conn.fetchval("SELECT count(*) FROM shipment_anomalies")
+        custody = await conn.fetchval("SELECT count(*) FROM originals_custody")
+    assert {r["status"] for r in ships} == {"completed"}
+    assert all(r["handed"] and r["cod_paid"] and r["delivered"] for r in ships)
+    assert sorted((r["partner_event_id"], r["times_received"]) for r in callbacks) == sorted(
+        (f.partner_event_id, 2) for f in facts
+    )
+    assert sorted((r["key"], r["topic"]) for r in events) == sorted(
+        (str(rid), t) for rid in parcels
+        for t in (topics.HANDED_TO_COURIER, topics.COD_PAID, topics.DELIVERED)
+    )
+    # whatever order the facts won in, a delivery before its pickup scan is the one anomaly there
+    # can be, once at most per parcel; the custody step starts once
+    assert anomalies <= len(parcels)
+    assert custody == len(parcels)
+
+
+class _ChangedAfterRead:
+    """A connection on which another writer changes the shipment right after the first read."""
+
+    def __init__(self, conn: asyncpg.Connection, other: asyncpg.Connection, change: str) -> None:
+        self.conn, self.other, self.change, self.reads = conn, other, change, 0
+
+    async def fetchrow(self, *args: Any) -> Any:
+        row = await self.conn.fetchrow(*args)
+        self.reads += 1
+        if self.reads == 1:
+            await self.other.execute(self.change)
+        return row
+
+    async def fetchval(self, *args: Any) -> Any:
+        return await self.conn.fetchval(*args)
+
+    async def execute(self, *args: Any) -> Any:
+        return await self.conn.execute(*args)
+
+
+async def test_a_shipment_changed_between_read_and_store_is_read_and_decided_again(
+    pool: asyncpg.Pool,
+) -> None:
+    a = uuid.uuid4()
+    async with pool.acquire() as conn, pool.acquire() as other:
+        await _booked(conn, a, "JR1")
+        schema = await conn.fetchval("SELECT current_schema()")
+        # ops cancel the shipment while the pickup callback is being decided
+        racing = _ChangedAfterRead(
+            conn, other, f"UPDATE shipments SET status = 'cancelled' WHERE request_id = '{a}'"
+        )
+        await apply_fact(racing, schema, _fact("picked_up", "jnt:r1", "JR1"))  # type: ignore[arg-type]
+        anomalies = await conn.fetch("SELECT detail FROM shipment_anomalies WHERE request_id = $1", a)
+        topics_out = await conn.fetch("SELECT topic FROM outbox WHERE key = $1", str(a))
+    assert racing.reads == 2  # the first decision was not stored: the cancel came first
+    assert [r["detail"] for r in anomalies] == [
+        "picked_up reported for a shipment cancelled at the partner"
+    ]
+    assert [r["topic"] for r in topics_out] == [topics.HANDED_TO_COURIER]
 
 
 class _MeetAfterFirstStatement:
