@@ -1,7 +1,8 @@
 """The operators' print queue: list, claim, release, mark printed, reject.
 
-Every action locks the job's row (``SELECT ... FOR UPDATE``) and decides from what it finds, so two
-operators racing for one job are served one after the other: the first wins, the second gets a 409
+Every action reads the job, decides from what it finds, and writes in one statement that changes
+the job only if its state and claim are still as read (compare-and-set), so two operators racing
+for one job are served one after the other: the first wins, the second reads again and gets a 409
 that names the winner. Every action, refused ones too, is written to ``print_job_actions``.
 """
 
@@ -156,6 +157,15 @@ _RECORD_ACTION = (
 )
 
 
+class _Raced(Exception):
+    """The job changed between the read and the write (another operator's action came first)."""
+
+
+# Read, decide, write: tried again while other actions on the same job keep coming first (a few
+# milliseconds each); past that the operator is asked to try again (503) and nothing was changed.
+ACT_ATTEMPTS = 20
+
+
 class _StatementRefused(Exception):
     """An apply's statement failed on a business rule (a document number used twice): the
     transaction is lost, so the refusal is recorded on its own once it is rolled back."""
@@ -167,7 +177,7 @@ class _StatementRefused(Exception):
 
 async def _update(
     conn: asyncpg.Connection,
-    request_id: uuid.UUID,
+    read: asyncpg.Record,
     action: str,
     operator: str,
     assignments: str,
@@ -175,22 +185,32 @@ async def _update(
     event: Envelope[Any] | None = None,
     schema: str = "",
 ) -> asyncpg.Record:
-    """Update the (locked) job, record the action as done and queue ``event`` (if any) in the
-    outbox, in one statement (one round trip instead of three). ``assignments`` (a constant of
-    this module, never input) may use $3 (the operator) and $4... (``args``)."""
-    queue = queue_cte(4 + len(args))
-    return await conn.fetchrow(
+    """Update the job if its state and claim are still those of ``read``, record the action as
+    done and queue ``event`` (if any) in the outbox, in one statement; raise ``_Raced`` if the job
+    changed since it was read. ``assignments`` (a constant of this module, never input) may use $3
+    (the operator) and $4... (``args``)."""
+    n = 4 + len(args)
+    queue = queue_cte(n + 3, only_if="job")
+    row = await conn.fetchrow(
         f"WITH job AS (UPDATE print_jobs SET {assignments}, updated_at = now()"
-        " WHERE request_id = $1 RETURNING *),"
+        f" WHERE request_id = $1 AND (status, claimed_by, claimed_at)"
+        f" IS NOT DISTINCT FROM (${n}::text, ${n + 1}::text, ${n + 2}::timestamptz)"
+        " RETURNING *),"
         " done AS (INSERT INTO print_job_actions (request_id, action, operator, outcome)"
         f" SELECT request_id, $2, $3, 'done' FROM job), {queue}"
         " SELECT * FROM job",
-        request_id,
+        read["request_id"],
         action,
         operator,
         *args,
+        read["status"],
+        read["claimed_by"],
+        read["claimed_at"],
         *queue_args([event] if event else [], schema),
     )
+    if row is None:
+        raise _Raced
+    return row
 
 
 def _refusal(exc: Exception) -> Problem:
@@ -212,59 +232,53 @@ def _refusal(exc: Exception) -> Problem:
 async def _act(
     request: Request, request_id: uuid.UUID, action: str, operator: str, apply: Apply
 ) -> dict[str, Any]:
-    """Lock the job, decide, apply, record the action; a refusal is recorded, then answered.
+    """Read the job, decide, apply, record the action; a refusal is recorded, then answered.
 
-    Round trips: BEGIN, the locking SELECT, then either the update with its action row in one
-    statement (plus the outbox row when an event is due) or the action row alone (no-op, refusal),
-    COMMIT.
+    Round trips, no explicit transaction: the read, then either the compare-and-set update with its
+    action row in one statement (plus the outbox row when an event is due) or the action row alone
+    (no-op, refusal). A refusal or no-op decided on the job as read stands as of that read.
     """
     ttl = _ttl(request)
-    problem: Problem | None = None
     async with request.app.state.rt.pool.acquire() as conn:
-        try:
-            async with conn.transaction():
-                row = await conn.fetchrow(
-                    "SELECT * FROM print_jobs WHERE request_id = $1 FOR UPDATE", request_id
+        for _ in range(ACT_ATTEMPTS):
+            row = await conn.fetchrow("SELECT * FROM print_jobs WHERE request_id = $1", request_id)
+            if row is None:
+                raise Problem(
+                    404,
+                    "Tugas cetak tidak ditemukan / Print job not found",
+                    "Permohonan belum masuk antrean cetak"
+                    " / the request is not in the print queue (yet)",
                 )
-                if row is None:
-                    raise Problem(
-                        404,
-                        "Tugas cetak tidak ditemukan / Print job not found",
-                        "Permohonan belum masuk antrean cetak"
-                        " / the request is not in the print queue (yet)",
-                    )
-                claim = Claim(row["claimed_by"], row["claimed_at"])
-                updated: asyncpg.Record | None = None
-                try:
-                    outcome = decide(row["status"], claim, action, operator, datetime.now(UTC), ttl)
-                    updated = await apply(conn, row, outcome)
-                except (ClaimedByAnother, UnsupportedStateTransition) as exc:
-                    problem = _refusal(exc)
-                except Problem as exc:
-                    problem = exc
-                if updated is not None:  # its statement recorded the action as done
-                    row = updated
-                else:
-                    await conn.execute(
-                        _RECORD_ACTION,
-                        request_id,
-                        action,
-                        operator,
-                        "refused" if problem else "no_op",
-                        problem.detail or problem.title if problem else None,
-                    )
-        except _StatementRefused as exc:
-            # Rolled back: the job is unchanged, as a refusal leaves it. The refusal is recorded
-            # now, after the job's lock was released (the action row is the same).
-            problem = exc.problem
-            await conn.execute(
-                _RECORD_ACTION,
-                request_id,
-                action,
-                operator,
-                "refused",
-                problem.detail or problem.title,
-            )
+            claim = Claim(row["claimed_by"], row["claimed_at"])
+            problem: Problem | None = None
+            updated: asyncpg.Record | None = None
+            try:
+                outcome = decide(row["status"], claim, action, operator, datetime.now(UTC), ttl)
+                updated = await apply(conn, row, outcome)
+            except _Raced:
+                continue  # another action on this job came first: read and decide again
+            except (ClaimedByAnother, UnsupportedStateTransition) as exc:
+                problem = _refusal(exc)
+            except _StatementRefused as exc:  # its statement changed nothing
+                problem = exc.problem
+            except Problem as exc:
+                problem = exc
+            if updated is not None:  # its statement recorded the action as done
+                row = updated
+            else:
+                await conn.execute(
+                    _RECORD_ACTION,
+                    request_id,
+                    action,
+                    operator,
+                    "refused" if problem else "no_op",
+                    problem.detail or problem.title if problem else None,
+                )
+            break
+        else:
+            log.warning("print job action raced too long", request_id=str(request_id),
+                        action=action, attempts=ACT_ATTEMPTS)
+            raise Problem(503, "Sedang sibuk, coba lagi / Busy, please try again")
     if problem:
         raise problem
     return _job(row, ttl)
@@ -278,7 +292,7 @@ async def claim_job(request_id: uuid.UUID, body: ClaimBody, request: Request) ->
     async def apply(conn: asyncpg.Connection, row: asyncpg.Record, _: Outcome) -> asyncpg.Record:
         return await _update(
             conn,
-            request_id,
+            row,
             "claim",
             operator,
             "status = 'claimed', claimed_by = $3, claimed_at = now()",
@@ -299,7 +313,7 @@ async def release_job(request_id: uuid.UUID, body: ClaimBody, request: Request) 
             return None
         return await _update(
             conn,
-            request_id,
+            row,
             "release",
             operator,
             "status = 'queued', claimed_by = NULL, claimed_at = NULL",
@@ -341,7 +355,7 @@ async def mark_printed(request_id: uuid.UUID, body: PrintedBody, request: Reques
         try:
             row = await _update(
                 conn,
-                request_id,
+                row,
                 "print",
                 operator,
                 "status = 'printed', document_number = $4, printed_at = $5, operator = $3,"
@@ -392,7 +406,7 @@ async def reject_job(request_id: uuid.UUID, body: RejectBody, request: Request) 
         )
         return await _update(
             conn,
-            request_id,
+            row,
             "reject",
             operator,
             "status = 'rejected', reject_code = $4, reject_reason = $5, operator = $3,"

@@ -233,8 +233,9 @@ async def test_claim_and_print_answer_and_record_as_before_in_fewer_round_trips(
 
     claim = await http.post(f"/print-jobs/{job}/claim", json={"operator": "ani"})
     assert claim.status_code == 200 and claim.json()["claimed_by"] == "ani"
-    # BEGIN, the locking SELECT, the UPDATE with its action row, COMMIT
-    assert len(statements.take()) == 4
+    # the read, the compare-and-set UPDATE with its action row (was BEGIN, SELECT FOR UPDATE, the
+    # UPDATE, COMMIT)
+    assert len(statements.take()) == 2
 
     taken = await http.post(f"/print-jobs/{job}/claim", json={"operator": "budi"})
     assert taken.status_code == 409 and "ani" in taken.json()["detail"]
@@ -246,8 +247,8 @@ async def test_claim_and_print_answer_and_record_as_before_in_fewer_round_trips(
     body = printed.json()
     assert body["status"] == "printed" and body["document_number"] == "3516-0001"
     assert body["operator"] == "ani" and body["claimed_by"] == "ani"
-    # BEGIN, SELECT ... FOR UPDATE, UPDATE + action row + outbox row, COMMIT
-    assert len(statements.take()) == 4
+    # the read, UPDATE + action row + outbox row
+    assert len(statements.take()) == 2
     (event,) = await pool.fetch("SELECT topic, key FROM outbox")
     assert (event["topic"], event["key"]) == (topics.DOCUMENT_PRINTED, str(job))
 
@@ -265,6 +266,37 @@ async def test_claim_and_print_answer_and_record_as_before_in_fewer_round_trips(
     ]
     assert (await http.get(f"/print-jobs/{job}")).json()["history"][-1]["detail"].startswith(
         "Nomor dokumen 3516-0001")
+
+
+async def test_a_job_changed_between_read_and_write_is_read_and_decided_again(
+    printing_api: tuple[httpx.AsyncClient, asyncpg.Pool, StatementLog],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Budi's claim lands between Ani's read and Ani's write: Ani's write changes nothing, her
+    action is read and decided again, and she is told who has the job."""
+    http, pool, _ = printing_api
+    (job,) = await queued(pool, "R-1")
+    real_update = api._update
+    writes = []
+
+    async def budi_first(conn: asyncpg.Connection, read: asyncpg.Record, *args: Any,
+                         **kw: Any) -> asyncpg.Record:
+        writes.append(args[0])
+        if len(writes) == 1:
+            await pool.execute("UPDATE print_jobs SET status = 'claimed', claimed_by = 'budi',"
+                               " claimed_at = now() WHERE request_id = $1", job)
+        return await real_update(conn, read, *args, **kw)
+
+    monkeypatch.setattr(api, "_update", budi_first)
+    answer = await http.post(f"/print-jobs/{job}/printed",
+                             json={"operator": "ani", "document_number": "3516-R1"})
+    assert answer.status_code == 409 and "budi" in answer.json()["detail"]
+    assert writes == ["print"]  # the second decision was a refusal: nothing to write
+    row = await pool.fetchrow("SELECT status, claimed_by, document_number FROM print_jobs"
+                              " WHERE request_id = $1", job)
+    assert tuple(row) == ("claimed", "budi", None)
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+    assert await history(pool, job) == [("print", "ani", "refused")]
 
 
 async def test_a_used_document_number_is_refused_recorded_and_changes_nothing(
