@@ -116,7 +116,12 @@ async def partner_loop(rt: Runtime, partner: CourierPartner, breaker: PartnerBre
                 await _nap(wake, 1.0)
                 continue
             results = await asyncio.gather(*(book_one(rt, partner, r) for r in rows))
-            await _update_breaker(rt, partner.name, breaker, results, probe)
+            released = await _update_breaker(rt, partner.name, breaker, results, probe)
+            if len(rows) < capacity and not released:
+                # every due row was taken: the next ones are announced by the waker (set by a
+                # consumed batch, also while these were booked) or found by the poll, not by
+                # claiming again at once (an empty claim per turn: a statement per lifecycle)
+                await _nap(wake, 1.0)
         except TRANSIENT_DB_ERRORS as exc:
             # a claim expires and its booking is retried; the partner dedupes on order_ref
             log.warning("booking worker cannot reach the database", error=repr(exc))
@@ -134,7 +139,8 @@ class Attempt:
 
 async def _update_breaker(
     rt: Runtime, name: str, breaker: PartnerBreaker, results: list[Attempt], probe: bool
-) -> None:
+) -> bool:
+    """Record the attempts; True if the partner is back and its waiting bookings were released."""
     recovered = False
     for result in results:
         if result.partner_answered:
@@ -148,6 +154,7 @@ async def _update_breaker(
     if recovered:
         released = await rt.pool.execute(_RELEASE_BACKLOG, name)
         log.info("partner available again, backlog released", partner=name, released=released)
+    return recovered
 
 
 async def book_one(rt: Runtime, partner: CourierPartner, row: asyncpg.Record) -> Attempt:
