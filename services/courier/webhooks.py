@@ -107,10 +107,12 @@ FROM shipments WHERE waybill = $1 AND partner = $2
 # The decision stored in one statement, if the shipment is still as read ($22..$29) and the event id
 # still unseen: the shipment's new state, the callback's dedupe row, the anomalies (usually none),
 # on a delivery with originals to bring back the first custody step, and the events it emits
-# (shared.outbox.queue_cte). Everything but the shipment's row hangs on the dedupe row: a callback
-# of the same event id stored concurrently (same key, ON CONFLICT) leaves no anomaly and no event.
-# A concurrent writer of the same shipment holds its row lock until it commits; the UPDATE then
-# checks the columns again on the new row (READ COMMITTED) and writes nothing if they changed.
+# (shared.outbox.queue_cte). A concurrent writer of the same shipment holds its row lock until it
+# commits; the UPDATE then checks the columns again on the new row (READ COMMITTED) and writes
+# nothing if they changed. The event id's NOT EXISTS reads the statement's snapshot only: a callback
+# with the same event id committed meanwhile (possibly for another parcel, which takes no lock we
+# wait on) is caught by the dedupe row's primary key instead, whose violation aborts the whole
+# statement, shipment included; ``apply_fact`` then reads again and finds the id seen.
 _STORE = """
 WITH shipment AS (
     UPDATE shipments SET status = $2, handed = $3, cod_paid = $4, delivered = $5,
@@ -147,7 +149,6 @@ WITH shipment AS (
     INSERT INTO partner_callbacks (partner_event_id, partner, waybill, kind, occurred_at,
         cod_amount, last_received_at, request_id)
     SELECT $30, $31, $17, $12, $8, $32, now(), request_id FROM shipment
-    ON CONFLICT DO NOTHING
     RETURNING request_id
 ), anomaly AS (
     INSERT INTO shipment_anomalies (request_id, waybill, detail)
@@ -190,8 +191,13 @@ async def apply_fact(
             log.info("duplicate partner callback", partner=fact.partner, waybill=fact.waybill,
                      partner_event_id=fact.partner_event_id)
             return
-        if await _decide_and_store(conn, schema, row, fact, originals_days):
-            return
+        try:
+            if await _decide_and_store(conn, schema, row, fact, originals_days):
+                return
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "partner_callbacks_pkey":
+                raise
+            # the same event id was stored meanwhile; nothing of this store was: read again
     log.warning("partner callback raced too long, partner told to retry", partner=fact.partner,
                 waybill=fact.waybill, partner_event_id=fact.partner_event_id,
                 attempts=STORE_ATTEMPTS)

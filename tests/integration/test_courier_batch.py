@@ -289,6 +289,41 @@ async def test_concurrent_callbacks_of_one_parcel_apply_each_fact_once(pool: asy
     assert custody == len(parcels)
 
 
+async def test_an_event_id_stored_meanwhile_for_another_parcel_changes_nothing_here(
+    pool: asyncpg.Pool,
+) -> None:
+    """A partner reusing an event id for two parcels at once: the second store waits on the
+    first's dedupe row, then must leave its own shipment untouched (found seen, only counted)."""
+    import asyncio
+
+    a, b = uuid.uuid4(), uuid.uuid4()
+    async with pool.acquire() as conn, pool.acquire() as other:
+        await _booked(conn, a, "JA1")
+        await _booked(conn, b, "JB1")
+        schema = await conn.fetchval("SELECT current_schema()")
+        first = other.transaction()
+        await first.start()  # the first parcel's store, not committed yet
+        await other.execute(
+            "INSERT INTO partner_callbacks (partner_event_id, partner, waybill, kind, occurred_at,"
+            " request_id) VALUES ('jnt:same', 'jnt', 'JA1', 'delivered', now(), $1)", a)
+        second = asyncio.create_task(
+            apply_fact(conn, schema, _fact("delivered", "jnt:same", "JB1", received_by="Budi"))
+        )
+        await asyncio.sleep(0.3)
+        assert not second.done()  # waiting on the first's dedupe row
+        await first.commit()
+        await second
+        ship = await conn.fetchrow("SELECT * FROM shipments WHERE request_id = $1", b)
+        events = await conn.fetchval("SELECT count(*) FROM outbox WHERE key = $1", str(b))
+        custody = await conn.fetchval(
+            "SELECT count(*) FROM originals_custody WHERE request_id = $1", b)
+        times = await conn.fetchval(
+            "SELECT times_received FROM partner_callbacks WHERE partner_event_id = 'jnt:same'")
+    assert ship["status"] == "booked" and not ship["delivered"] and not ship["handed"]
+    assert ship["originals_status"] != "with_courier"
+    assert (events, custody, times) == (0, 0, 2)
+
+
 class _ChangedAfterRead:
     """A connection on which another writer changes the shipment right after the first read."""
 
