@@ -12,7 +12,9 @@ stored):
 - 400: a body that is not what the partner sends (not JSON / form, missing fields);
 - 413: a body over ``MAX_WEBHOOK_BODY_BYTES``, refused before it is read whole;
 - 404: an unknown partner, or a waybill we did not book: nothing of that fact is stored, so when
-  the partner retries after our booking is stored, it is applied then. The facts of the same
+  the partner retries after our booking is stored, it is applied then. A callback naming a
+  waybill this process is still booking (the partner called back before our booking's commit)
+  first waits for those bookings, at most ``BOOKING_SETTLE_S``. The facts of the same
   callback before it are stored (each fact is atomic on its own); the retry finds them seen.
 
 A callback sent again with the same event id is acknowledged (200) and only counted.
@@ -21,6 +23,7 @@ A callback sent again with the same event id is acknowledged (200) and only coun
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -42,6 +45,7 @@ from shared.http import Problem, problem_response
 from shared.logging import get_logger
 from shared.outbox import queue_args, queue_cte
 
+from .booking import bookings_in_flight
 from .domain import ShipmentState, apply_partner_event, cod_mismatch, originals_after_delivery
 from .partners import JNT_ACK, PartnerEvent, WebhookRejected
 from .partners.base import MAX_WEBHOOK_BODY_BYTES
@@ -89,9 +93,14 @@ async def partner_webhook(partner: str, request: Request) -> Any:
         return problem_response(exc.status_code, exc.reason)
     if facts:  # only events we do not track (acknowledged): no connection to take
         originals_days = timedelta(days=rt.settings.originals_return_days)
+        flight = bookings_in_flight(rt)
+
+        def settle() -> Awaitable[bool]:
+            return flight.settle(BOOKING_SETTLE_S)
+
         async with rt.pool.acquire() as conn:
             for fact in facts:
-                await apply_fact(conn, rt.schema, fact, originals_days)
+                await apply_fact(conn, rt.schema, fact, originals_days, settle)
     return JSONResponse(_ACK[partner])
 
 
@@ -166,16 +175,26 @@ SELECT EXISTS (SELECT FROM callback)
 # nothing of this callback was stored meanwhile.
 STORE_ATTEMPTS = 20
 
+# How long a callback naming a waybill we do not know waits for this process's bookings in flight
+# (one of them may be about to store it) before the 404.
+BOOKING_SETTLE_S = 2.0
+
 
 async def apply_fact(
     conn: asyncpg.Connection,
     schema: str,
     fact: PartnerEvent,
     originals_days: timedelta = timedelta(days=7),
+    settle: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
-    """Apply one partner fact (atomic on its own; see the module's docstring)."""
+    """Apply one partner fact (atomic on its own; see the module's docstring). ``settle`` waits
+    for the bookings in flight when the waybill is unknown (``booking.BookingsInFlight``)."""
     for _ in range(STORE_ATTEMPTS):
         row = await conn.fetchrow(_READ, fact.waybill, fact.partner, fact.partner_event_id)
+        if row is None and settle is not None:
+            waiting, settle = settle, None  # once: then the waybill is known, or not ours
+            if await waiting():
+                continue
         if row is None:
             # nothing stored: the partner's retry is applied once we know the waybill
             log.warning("partner callback rejected", partner=fact.partner, status=404,

@@ -324,6 +324,40 @@ async def test_an_event_id_stored_meanwhile_for_another_parcel_changes_nothing_h
     assert (events, custody, times) == (0, 0, 2)
 
 
+async def test_a_callback_overtaking_our_booking_waits_for_it_instead_of_a_404(
+    pool: asyncpg.Pool,
+) -> None:
+    a = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await courier_events.apply_batch(conn, [registered(a, "corr-a"), printed(a, "corr", "N")])
+        schema = await conn.fetchval("SELECT current_schema()")
+        waits = []
+
+        async def booking_stores_meanwhile() -> bool:
+            waits.append("stored")
+            await pool.execute(
+                "UPDATE shipments SET status = 'booked', waybill = 'JW1' WHERE request_id = $1", a)
+            return True
+
+        await apply_fact(conn, schema, _fact("picked_up", "jnt:w1", "JW1"), settle=booking_stores_meanwhile)
+        assert waits == ["stored"]
+        assert await conn.fetchval("SELECT handed FROM shipments WHERE request_id = $1", a)
+
+        async def nothing_in_flight() -> bool:
+            waits.append("none")
+            return False
+
+        async def in_flight_but_not_this_one() -> bool:
+            waits.append("other")
+            return True
+
+        for settle in (nothing_in_flight, in_flight_but_not_this_one):
+            with pytest.raises(Problem) as unknown:
+                await apply_fact(conn, schema, _fact("picked_up", "jnt:w2", "NOPE"), settle=settle)
+            assert unknown.value.status == 404
+        assert waits == ["stored", "none", "other"]  # one wait per fact at most
+
+
 class _ChangedAfterRead:
     """A connection on which another writer changes the shipment right after the first read."""
 
