@@ -188,7 +188,11 @@ async def apply_fact(
     settle: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
     """Apply one partner fact (atomic on its own; see the module's docstring). ``settle`` waits
-    for the bookings in flight when the waybill is unknown (``booking.BookingsInFlight``)."""
+    for the bookings in flight when the waybill is unknown (``booking.BookingsInFlight``).
+
+    Meant for a connection outside a transaction (each statement commits): a store lost to the
+    same event id stored meanwhile fails on the dedupe row's key and is read again, which an
+    enclosing transaction, aborted by that failure, would not allow."""
     for _ in range(STORE_ATTEMPTS):
         row = await conn.fetchrow(_READ, fact.waybill, fact.partner, fact.partner_event_id)
         if row is None and settle is not None:
