@@ -5,8 +5,8 @@ whether this event id was seen; apply the state machine in Python; store the new
 callback's dedupe row, the anomalies, the custody step and the events in one statement that only
 writes if the shipment is still as it was read (compare-and-set). A concurrent callback of the same
 parcel that got there first makes it read and decide again. Nothing waits on Kafka or on another
-HTTP call, so the partner gets its answer in milliseconds. Refusals (a clear 4xx, no event, nothing
-stored):
+HTTP call, so the partner gets its answer in milliseconds. Refusals (a clear 4xx or 503, no
+event, nothing stored):
 
 - 401: bad or missing signature, timestamp outside the 5-minute window (a replay);
 - 400: a body that is not what the partner sends (not JSON / form, missing fields);
@@ -16,6 +16,8 @@ stored):
   waybill this process is still booking (the partner called back before our booking's commit)
   first waits for those bookings, at most ``BOOKING_SETTLE_S``. The facts of the same
   callback before it are stored (each fact is atomic on its own); the retry finds them seen.
+- 503: a fact that lost ``STORE_ATTEMPTS`` races in a row to other writes of its shipment: nothing
+  of it is stored, and the partner retries.
 
 A callback sent again with the same event id is acknowledged (200) and only counted.
 """
@@ -172,7 +174,7 @@ SELECT EXISTS (SELECT FROM callback)
 
 # Read, decide, store: tried again while concurrent callbacks of the same parcel keep winning the
 # race (each try is a few milliseconds). Past that the partner is told to retry (503): it does, and
-# nothing of this callback was stored meanwhile.
+# nothing of this fact was stored meanwhile.
 STORE_ATTEMPTS = 20
 
 # How long a callback naming a waybill we do not know waits for this process's bookings in flight

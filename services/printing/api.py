@@ -166,15 +166,6 @@ class _Raced(Exception):
 ACT_ATTEMPTS = 20
 
 
-class _StatementRefused(Exception):
-    """An apply's statement failed on a business rule (a document number used twice): the
-    transaction is lost, so the refusal is recorded on its own once it is rolled back."""
-
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(problem.title)
-        self.problem = problem
-
-
 async def _update(
     conn: asyncpg.Connection,
     read: asyncpg.Record,
@@ -259,9 +250,7 @@ async def _act(
                 continue  # another action on this job came first: read and decide again
             except (ClaimedByAnother, UnsupportedStateTransition) as exc:
                 problem = _refusal(exc)
-            except _StatementRefused as exc:  # its statement changed nothing
-                problem = exc.problem
-            except Problem as exc:
+            except Problem as exc:  # a refusal; a failed statement (a used number) changed nothing
                 problem = exc
             if updated is not None:  # its statement recorded the action as done
                 row = updated
@@ -366,12 +355,10 @@ async def mark_printed(request_id: uuid.UUID, body: PrintedBody, request: Reques
                 schema=rt.schema,
             )
         except asyncpg.UniqueViolationError:
-            raise _StatementRefused(
-                Problem(
-                    409,
-                    "Nomor dokumen sudah dipakai / Document number already used",
-                    "Setiap dokumen punya nomor unik / every document number is unique",
-                )
+            raise Problem(
+                409,
+                "Nomor dokumen sudah dipakai / Document number already used",
+                "Setiap dokumen punya nomor unik / every document number is unique",
             ) from None
         log.info("document printed", request_id=str(request_id), operator=operator)
         return row
