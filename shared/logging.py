@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import structlog
+from pydantic import BaseModel
 
 from shared.privacy import mask_text, mask_value
 
@@ -29,6 +30,11 @@ _MAYBE_PERSONAL = re.compile(r"[\d\s.()-]{10}")
 def _masked(value: Any) -> Any:
     if isinstance(value, str):
         return mask_text(value) if _MAYBE_PERSONAL.search(value) else value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**9:
+        # a NIK or a phone number held as a number: logged as masked text
+        text = str(value)
+        masked = mask_text(text)
+        return value if masked == text else masked
     return mask_value(value)
 
 
@@ -37,11 +43,16 @@ def _mask_personal_data(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str
 
 
 def _fallback(obj: Any) -> Any:
-    # what structlog's JSONRenderer does with a value JSON cannot take
+    """A value JSON cannot take, masked like the rest: a pydantic model as its fields (an event's
+    ``applicant`` carries a NIK and a phone), anything else as structlog's JSONRenderer would
+    write it (``__structlog__()`` or ``repr``)."""
+    if isinstance(obj, BaseModel):
+        return mask_value(obj.model_dump(mode="json"))
     try:
-        return obj.__structlog__()
+        text = obj.__structlog__()
     except AttributeError:
-        return repr(obj)
+        text = repr(obj)
+    return mask_value(text)
 
 
 # One encoder for every line: ``json.dumps(..., default=...)`` builds a new one per call. Same

@@ -16,6 +16,7 @@ from shared import logging as ketanmu_logging
 from shared import privacy
 from shared.http import RequestContextMiddleware
 from shared.logging import _mask_personal_data, _render_json, configure_logging
+from shared.contracts.events import Applicant
 from shared.privacy import mask_value
 
 NIK = "3516014101900001"
@@ -77,6 +78,30 @@ def test_no_personal_data_in_any_log_line(lines: io.StringIO) -> None:
     for phone in PHONES:
         assert phone not in text
     assert "3456-7890" not in text and "3456.7890" not in text and "3456 7890" not in text
+
+
+class _Holder:
+    def __repr__(self) -> str:
+        return f"_Holder(nik={NIK!r}, phone='+6281234567890')"
+
+
+def test_objects_and_numbers_are_masked_too(lines: io.StringIO) -> None:
+    """A pydantic model (an event's applicant), an object's repr and a NIK held as a number go
+    through the JSON encoder's fallback or the number check, not the string masking."""
+    applicant = Applicant(name="Siti", nik=NIK, phone="+6281234567890")
+    structlog.get_logger("t").info(
+        "objects", applicant=applicant, holder=_Holder(), nik_number=int(NIK), nested=[applicant],
+        small=12345, flag=True,
+    )
+    text = lines.getvalue()
+    assert NIK not in text and "6281234567890" not in text
+    line = json.loads(text)
+    assert line["applicant"] == {"name": "Siti", "nik": "3516********0001",
+                                 "phone": "+628******90"}
+    assert line["nik_number"] == "3516********0001"
+    assert line["holder"].startswith("_Holder(nik='3516********0001'")
+    assert line["nested"] == [line["applicant"]]
+    assert line["small"] == 12345 and line["flag"] is True
 
 
 def test_json_lines_as_structlog_renders_them() -> None:
