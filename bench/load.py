@@ -56,6 +56,9 @@ class DriveResult:
     sent: int = 0
     accepted: int = 0
     late: int = 0  # sends more than 100 ms behind schedule
+    # 429s: intake shedding load on purpose (a refusal with Retry-After, nothing half-done). Not
+    # an error, but a step with any is not one the system kept up with.
+    shed: int = 0
     # sends that found every slot taken (``concurrency`` requests in flight): the HTTP front did
     # not keep up. A late send alone can also be the generator's own process descheduled for a
     # moment on a saturated machine.
@@ -116,6 +119,9 @@ class Generator:
                 return
             accepted = time.time()
             result.http_ms.append((accepted - sent) * 1000)
+            if response.status_code == 429:
+                result.shed += 1
+                return
             if response.status_code != 201:
                 self.errors[f"register: HTTP {response.status_code}"] += 1
                 return

@@ -124,7 +124,8 @@ def table(results: dict[str, Any]) -> str:
             f"{_num(_p(dlv, 'p50')):>8} {_num(_p(dlv, 'p99')):>8} {_num(_p(done, 'p99')):>8} "
             f"{_num(lag):>8} {s['error_total']:>6} {_num(cpu['ketanmu_services'], 1):>9} "
             f"{_num(cpu['system_total'], 1):>7} {_num(rss, 0):>7} {s['loadavg_end'][0]:>6.2f}"
-            + ("" if s["kept_up"] else "  (fell behind)" if s["error_total"] == 0 else "  (errors)"))
+            + ("" if s["kept_up"] else "  (errors)" if s["error_total"]
+               else f"  (shed {s['shed']} with 429)" if s.get("shed") else "  (fell behind)"))
     lines += ["", "Stages p50 / p95 / p99 (ms)"]
     names = ["http_register", "accepted_to_registered", "registered_to_printed", "printed_to_handed",
              "handed_to_delivered", "event_to_whatsapp"]

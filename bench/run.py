@@ -285,6 +285,7 @@ class Run:
             "planned": drive.planned,
             "sent": drive.sent,
             "accepted": drive.accepted,
+            "shed": drive.shed,
             "achieved_rate": round(drive.achieved_rate, 2),
             "late_sends": drive.late,
             "concurrency_bound_reached": drive.bound_reached,
@@ -331,12 +332,14 @@ class Run:
                              and result["completed_per_s"] >= 0.9 * drive.achieved_rate
                              and drive.achieved_rate >= 0.98 * rate
                              and drive.bound_reached == 0
+                             and drive.shed == 0
                              and drive.late <= 0.01 * drive.planned)
         if side_result is not None:
             result["side"] = side_result
         self._dump(lives)
         dlv = result["stages_ms"]["accepted_to_delivered"]
-        print(f"  {label}: accepted {drive.accepted}/{drive.planned}, completed {completed}"
+        print(f"  {label}: accepted {drive.accepted}/{drive.planned}"
+              + (f" (shed with 429: {drive.shed})" if drive.shed else "") + f", completed {completed}"
               f" ({result['completed_per_s']}/s), p50/p99 accepted->delivered {dlv.get('p50')}/"
               f"{dlv.get('p99')} ms, errors {result['error_total']}, load {result['loadavg_end'][0]}",
               flush=True)

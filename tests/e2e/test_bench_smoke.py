@@ -41,6 +41,7 @@ def test_quick_benchmark_writes_its_report(infra: None, tmp_path: Path) -> None:
     assert step["offered_rate"] == 5
     assert step["accepted"] > 0 and step["completed"] > 0, step["errors"]
     assert step["completed"] + step["incomplete"] == step["accepted"]
+    assert step["shed"] == 0  # 5/s is far below what intake sheds at
     stage = step["stages_ms"]["accepted_to_delivered"]
     assert stage["n"] > 0 and 0 < stage["p50"] <= stage["p95"] <= stage["p99"] <= stage["max"]
     for name in ("registered_to_printed", "printed_to_handed", "handed_to_delivered",

@@ -14,9 +14,9 @@ from fastapi import APIRouter, FastAPI
 
 from shared import logging as ketanmu_logging
 from shared import privacy
+from shared.contracts.events import Applicant
 from shared.http import RequestContextMiddleware
 from shared.logging import _mask_personal_data, _render_json, configure_logging
-from shared.contracts.events import Applicant
 from shared.privacy import mask_value
 
 NIK = "3516014101900001"
