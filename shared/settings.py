@@ -56,6 +56,11 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Retention (UU PDP: personal data is deleted when its purpose ends; shared/retention.py):
+    # what a finished request left in this service is erased this long after it finished.
+    personal_data_retention_days: float = Field(90.0, ge=0)
+    retention_interval_s: float = Field(3600.0, gt=0)
+
     @property
     def db_schema(self) -> str:
         return self.service_name

@@ -246,27 +246,3 @@ async def used_between(
         document_type,
     )
     return {(r["service_date"], r["document_type"]): r["used"] for r in rows}
-
-
-# ---- retention --------------------------------------------------------------------------------
-
-
-async def erase_personal_data(conn: asyncpg.Connection, finished_before: datetime, limit: int) -> int:
-    """Blank the applicant's data of requests finished before the cut-off; keep the lifecycle
-    (status, timeline, document type, partner, fee, service date, last 4 phone digits)."""
-    result = await conn.execute(
-        """
-        UPDATE requests SET
-            applicant_name = NULL, applicant_nik = NULL, applicant_phone = NULL,
-            delivery = jsonb_build_object('partner', delivery->'partner'),
-            idempotency_key = NULL, body_hash = NULL,
-            personal_data_erased_at = now(), updated_at = now()
-        WHERE request_id IN (
-            SELECT request_id FROM requests
-            WHERE finished_at < $1 AND personal_data_erased_at IS NULL
-            ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-        """,
-        finished_before,
-        limit,
-    )
-    return int(result.split()[-1])

@@ -110,11 +110,10 @@ class IntakeSettings(ServiceSettings, WhatsAppSettings):
     reply_claim_s: float = 30.0
 
     # ---- retention (UU PDP: data is deleted when its purpose ends) ---------------------------
-    personal_data_retention_days: float = Field(90.0, ge=0)
+    # personal_data_retention_days and retention_interval_s: every service's (shared/settings.py)
     conversation_ttl_hours: float = Field(24.0, gt=0)
     # Meta redelivers a webhook for up to 7 days: remember message ids that long
     inbound_dedup_days: float = Field(7.0, gt=0)
-    retention_interval_s: float = Field(3600.0, gt=0)
 
     @field_validator("office_timezone")
     @classmethod

@@ -74,7 +74,8 @@ def _job(row: asyncpg.Record, ttl: timedelta) -> dict[str, Any]:
         "tracking_code": row["tracking_code"],
         "document_type": row["document_type"],
         "applicant_name": row["applicant_name"],
-        "applicant_nik": mask_nik(row["applicant_nik"]),
+        # None once erased (retention.py)
+        "applicant_nik": mask_nik(row["applicant_nik"]) if row["applicant_nik"] else None,
         "status": row["status"],
         "claimed_by": row["claimed_by"],
         "claim_expires_at": expires.isoformat() if expires else None,

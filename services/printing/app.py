@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from shared.runtime import ServiceSpec, create_app
 
-from . import api, events
+from . import api, events, retention
 from .settings import PrintingSettings
 
 
@@ -21,5 +21,6 @@ def build(settings: PrintingSettings | None = None) -> FastAPI:
         handlers=lambda rt: events.handlers(),
         # a consumed batch's registrations are queued with one INSERT (events.apply_batch)
         batch_handler=lambda rt: events.apply_batch,
+        background=[retention.retention_loop],
     )
     return create_app(spec, settings)
