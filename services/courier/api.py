@@ -32,7 +32,7 @@ _FIELDS = (
 _TIMES = (
     "printed_at", "to_book_since", "next_booking_at", "booked_at", "handed_at", "cod_paid_at",
     "delivered_at", "last_failed_at", "returned_at", "originals_due_at", "originals_received_at",
-    "cancelled_at",
+    "cancelled_at", "personal_data_erased_at",
 )
 
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from shared.http_client import outbound_client
 from shared.runtime import Runtime, ServiceSpec, create_app
 
-from . import api, booking, cod, events, originals, service_levels, webhooks
+from . import api, booking, cod, events, originals, retention, service_levels, webhooks
 from .partners import Address, Sender, build_partners
 from .settings import CourierSettings
 
@@ -61,7 +61,7 @@ def build(settings: CourierSettings | None = None) -> FastAPI:
         routers=[webhooks.router, api.router, cod.router, originals.router, service_levels.router],
         handlers=lambda rt: events.handlers(),
         batch_handler=lambda rt: events.apply_batch,
-        background=[booking.booking_worker],
+        background=[booking.booking_worker, retention.retention_loop],
         on_start=_start,
         on_stop=_stop,
     )

@@ -57,6 +57,8 @@ ON CONFLICT (request_id) DO UPDATE SET
                          ELSE s.to_book_since END,
     next_booking_at = now(), updated_at = now()
 WHERE NOT s.registered
+  -- a registration replayed after the shipment was erased (retention.py) does not refill it
+  AND s.personal_data_erased_at IS NULL
 """
 
 _NOTE_PRINTS = """

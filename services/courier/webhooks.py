@@ -135,14 +135,18 @@ WITH shipment AS (
         cod_amount_collected = CASE WHEN $4 AND cod_amount_collected IS NULL THEN $9
                                     ELSE cod_amount_collected END,
         delivered_at = CASE WHEN $5 AND delivered_at IS NULL THEN $8 ELSE delivered_at END,
-        received_by = coalesce(received_by, $10),
+        -- names and free text are not written back once erased (retention.py)
+        received_by = CASE WHEN personal_data_erased_at IS NULL
+                           THEN coalesce(received_by, $10) END,
         documents_collected = coalesce(documents_collected, $11),
-        last_failure_reason = CASE WHEN $12 = 'delivery_failed' AND NOT $5 THEN $13
+        last_failure_reason = CASE WHEN personal_data_erased_at IS NOT NULL THEN NULL
+                                   WHEN $12 = 'delivery_failed' AND NOT $5 THEN $13
                                    ELSE last_failure_reason END,
         last_failed_at = CASE WHEN $12 = 'delivery_failed' AND NOT $5 THEN $8
                               ELSE last_failed_at END,
         returned_at = CASE WHEN $6 AND returned_at IS NULL THEN $8 ELSE returned_at END,
-        return_reason = CASE WHEN $6 AND return_reason IS NULL THEN $13
+        return_reason = CASE WHEN personal_data_erased_at IS NOT NULL THEN NULL
+                             WHEN $6 AND return_reason IS NULL THEN $13
                              ELSE return_reason END,
         originals_status = CASE WHEN $14 THEN $15
                                 WHEN $6 AND NOT $5 THEN 'none' ELSE originals_status END,

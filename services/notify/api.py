@@ -57,6 +57,7 @@ async def retry_notification(notification_id: int, request: Request) -> Any:
     rt = request.app.state.rt
     async with rt.pool.acquire() as conn:
         if not await retry_failed(conn, notification_id):
-            raise Problem(409, "Only a failed notification can be retried", str(notification_id))
+            raise Problem(409, "Only a failed notification can be retried",
+                          f"{notification_id} (not failed, or its personal data was erased)")
     rt.waker("sender").set()
     return {"id": notification_id, "status": "pending"}

@@ -10,7 +10,7 @@ from shared.http_client import outbound_client
 from shared.runtime import Runtime, ServiceSpec, create_app
 from shared.whatsapp.client import WhatsAppClient
 
-from . import api, events, sender, webhooks
+from . import api, events, retention, sender, webhooks
 from .settings import NotifySettings
 
 
@@ -42,7 +42,7 @@ def build(settings: NotifySettings | None = None) -> FastAPI:
         routers=[api.router, webhooks.router],
         handlers=lambda rt: events.handlers(),
         batch_handler=lambda rt: events.apply_batch,
-        background=[sender.sender_loop],
+        background=[sender.sender_loop, retention.retention_loop],
         on_start=_start,
         on_stop=_stop,
     )

@@ -68,7 +68,8 @@ FROM recipients WHERE request_id = ANY($14::uuid[])
 """
 
 # The batch's messages, in consumed order (ids follow it; the ops listing is by id). Each
-# (event, recipient) at most once: a replayed dead letter re-arms its failed row.
+# (event, recipient) at most once: a replayed dead letter re-arms its failed row (not an erased
+# one: retention.py).
 _NOTE = """
 INSERT INTO notifications (event_id, request_id, event_type, occurred_at, event_data, recipient,
     source)
@@ -78,7 +79,7 @@ FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $
 ON CONFLICT (event_id, recipient) DO UPDATE
     SET status = 'pending', attempts = 0, next_attempt_at = now(), error = NULL,
         claim_token = NULL, claimed_until = NULL, source = EXCLUDED.source
-    WHERE notifications.status = 'failed'
+    WHERE notifications.status = 'failed' AND notifications.personal_data_erased_at IS NULL
 """
 
 # Door events of this batch noted for the applicant alone, before a request-registered of the same

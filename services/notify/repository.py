@@ -204,15 +204,18 @@ async def _fold_statuses(conn: asyncpg.Connection, note: asyncpg.Record) -> int:
         return 0
     if state == "failed" and note["kind"] == "text" and RE_ENGAGEMENT_ERROR in codes:
         # The 24-hour window closed before the free text reached the phone: send the template.
-        await conn.execute(
+        # Not if erased (retention.py): a callback that late has nobody left to send it to.
+        rearmed = await conn.fetchval(
             "UPDATE notifications SET status = 'pending', force_template = true, wamid = NULL,"
             " wa_status = NULL, wa_status_at = NULL, wa_error = NULL, next_attempt_at = now(),"
-            " error = $2 WHERE id = $1",
+            " error = $2 WHERE id = $1 AND personal_data_erased_at IS NULL RETURNING true",
             note["id"], f"free text refused ({error}): sending the template",
         )
-        return 1
+        if rearmed:
+            return 1
     await conn.execute(
-        "UPDATE notifications SET wa_status = $2, wa_status_at = $3, wa_error = $4 WHERE id = $1",
+        "UPDATE notifications SET wa_status = $2, wa_status_at = $3,"
+        " wa_error = CASE WHEN personal_data_erased_at IS NULL THEN $4 END WHERE id = $1",
         note["id"], state, at, error,
     )
     return 0
@@ -241,11 +244,12 @@ async def record_inbound(conn: asyncpg.Connection, messages: Iterable[InboundMes
 
 
 async def retry_failed(conn: asyncpg.Connection, notification_id: int) -> bool:
-    """Ops: send a failed notification again now. False if it is not failed."""
+    """Ops: send a failed notification again now. False if it is not failed, or erased
+    (retention.py: its recipient and text are gone)."""
     done = await conn.fetchval(
         "UPDATE notifications SET status = 'pending', attempts = 0, next_attempt_at = now(),"
         " error = NULL, claim_token = NULL, claimed_until = NULL"
-        " WHERE id = $1 AND status = 'failed' RETURNING true",
+        " WHERE id = $1 AND status = 'failed' AND personal_data_erased_at IS NULL RETURNING true",
         notification_id,
     )
     return bool(done)
