@@ -52,10 +52,29 @@ async def create_database(prefix: str) -> str:
     return name
 
 
-async def drop_database(name: str) -> None:
+async def drop_database(name: str, attempts: int = 20) -> None:
+    """Drop ``name``, ending the sessions still in it.
+
+    ``WITH (FORCE)`` refuses, for a role that is not superuser, while an autovacuum worker is in
+    the database ("must be a member of the role whose process is being terminated": the worker
+    has no role), and benchmark and test databases are busy with autovacuum. A plain ``DROP``
+    stops the worker itself but refuses while other sessions are connected: try one, then the
+    other, until one succeeds."""
     conn = await asyncpg.connect(ADMIN_DSN)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(attempts):
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                pass  # an autovacuum worker is in it
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                return
+            except asyncpg.ObjectInUseError:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.2)  # a session came or stayed: FORCE again
     finally:
         await conn.close()
 
