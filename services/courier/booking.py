@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -87,24 +87,55 @@ class BookingsInFlight:
 
     def __init__(self) -> None:
         self._pending: set[asyncio.Future[None]] = set()
+        self._answered: dict[str, asyncio.Future[None]] = {}  # waybill -> its booking, until stored
+        self._news: asyncio.Future[None] | None = None  # resolved when a booking answers or ends
 
     @contextlib.contextmanager
-    def sending(self) -> Iterator[None]:
+    def sending(self) -> Iterator[Callable[[str], None]]:
+        """Around one booking; call what it yields with the waybill once the partner gave it."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.add(done)
+        waybills: list[str] = []
+
+        def answered(waybill: str) -> None:
+            waybills.append(waybill)
+            self._answered[waybill] = done
+            self._tell()
+
         try:
-            yield
+            yield answered
         finally:
             self._pending.discard(done)
+            for waybill in waybills:
+                self._answered.pop(waybill, None)
             done.set_result(None)
+            self._tell()
 
-    async def settle(self, timeout_s: float) -> bool:
-        """Wait (at most ``timeout_s``) for the bookings in flight now: the callback's waybill,
-        if ours, is one of them (the partner issued it before calling back). False if there were
-        none: nothing to wait for."""
+    def _tell(self) -> None:
+        if self._news is not None and not self._news.done():
+            self._news.set_result(None)
+        self._news = None
+
+    async def settle(self, waybill: str, timeout_s: float) -> bool:
+        """Wait, at most ``timeout_s``, until ``waybill``'s booking (if ours) is stored: the
+        partner issued it before calling back, so it is one of the bookings in flight now. Only
+        that booking once the partner answered it; until then, until every booking in flight
+        now has ended. False if none was in flight: nothing to wait for."""
         if not self._pending:
             return False
-        await asyncio.wait(set(self._pending), timeout=timeout_s)
+        before = set(self._pending)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (left := deadline - loop.time()) > 0:
+            booking = self._answered.get(waybill)
+            if booking is not None:
+                await asyncio.wait({booking}, timeout=left)
+                return True
+            if all(b.done() for b in before):
+                return True  # stored (read it again), or not ours
+            if self._news is None:
+                self._news = loop.create_future()
+            await asyncio.wait({self._news}, timeout=left)
         return True
 
 
@@ -133,41 +164,87 @@ async def booking_worker(rt: Runtime) -> None:
     )
 
 
-async def _nap(wake: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(wake.wait(), seconds)
-
-
 async def partner_loop(rt: Runtime, partner: CourierPartner, breaker: PartnerBreaker) -> None:
+    """Keep up to ``BOOKING_CONCURRENCY`` bookings with ``partner`` in flight (fewer while its
+    breaker is not closed), each on its own: a slow answer holds up its own booking only.
+
+    Claims when woken (a consumed batch made rows bookable), when the last claim may have left
+    due rows behind and enough slots are free, and every second (rows whose backoff ran out).
+    Until 2026-11-22 it claimed a batch and waited for all of it before claiming again: the
+    slowest booking of a batch (up to the partner timeout) held up every booking due meanwhile,
+    and under load courier fell behind there first.
+    """
     s: CourierSettings = rt.settings  # type: ignore[assignment]
     wake = rt.waker(f"booking:{partner.name}")
-    while True:
-        wake.clear()
-        now = time.monotonic()
-        capacity = breaker.capacity(now, s.booking_concurrency)
-        if capacity == 0:
-            await _nap(wake, max(0.05, breaker.seconds_to_probe(now)))
-            continue
-        probe = breaker.state(now) == "half_open"
+    enough = max(1, s.booking_concurrency // 2)
+    inflight: set[asyncio.Task[None]] = set()
+    freed = asyncio.Event()  # a booking ended: a slot is free
+    more = True  # due rows may be waiting that the last claim did not take
+
+    async def attempt(row: asyncpg.Record, probe: bool) -> None:
         try:
-            rows = await rt.pool.fetch(_CLAIM, partner.name, capacity, s.booking_claim_s)
-            if not rows:
-                await _nap(wake, 1.0)
-                continue
-            results = await asyncio.gather(*(book_one(rt, partner, r) for r in rows))
-            released = await _update_breaker(rt, partner.name, breaker, results, probe)
-            if len(rows) < capacity and not released:
-                # every due row was taken: the next ones are announced by the waker (set by a
-                # consumed batch, also while these were booked) or found by the poll, not by
-                # claiming again at once (an empty claim per turn: a statement per lifecycle)
-                await _nap(wake, 1.0)
-        except TRANSIENT_DB_ERRORS as exc:
-            # a claim expires and its booking is retried; the partner dedupes on order_ref
-            log.warning("booking worker cannot reach the database", error=repr(exc))
-            await asyncio.sleep(1.0)
+            result = await book_one(rt, partner, row)
+            if await _update_breaker(rt, partner.name, breaker, [result], probe):
+                wake.set()  # the backlog was released: claim it at once
         except Exception:
-            log.exception("booking worker error", partner=partner.name)
-            await asyncio.sleep(1.0)
+            log.exception("booking worker error", partner=partner.name,
+                          request_id=str(row["request_id"]))
+
+    def ended(task: asyncio.Task[None]) -> None:
+        inflight.discard(task)
+        freed.set()
+
+    try:
+        while True:
+            if wake.is_set():
+                wake.clear()
+                more = True
+            freed.clear()  # before counting: a booking that ends from here on wakes the wait
+            now = time.monotonic()
+            free = breaker.capacity(now, s.booking_concurrency) - len(inflight)
+            if free > 0 and more and (free >= enough or not inflight):
+                probe = breaker.state(now) == "half_open"
+                try:
+                    rows = await rt.pool.fetch(_CLAIM, partner.name, free, s.booking_claim_s)
+                except TRANSIENT_DB_ERRORS as exc:
+                    # a claim expires and its booking is retried; the partner dedupes on order_ref
+                    log.warning("booking worker cannot reach the database", error=repr(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+                except Exception:
+                    log.exception("booking worker error", partner=partner.name)
+                    await asyncio.sleep(1.0)
+                    continue
+                # all due rows taken: the next ones are announced by the waker (set by a
+                # consumed batch) or found by the poll, not by claiming again at once
+                more = len(rows) == free
+                for row in rows:
+                    task = asyncio.create_task(attempt(row, probe))
+                    inflight.add(task)
+                    task.add_done_callback(ended)
+                if more:
+                    continue
+            if breaker.capacity(now, s.booking_concurrency) == 0:
+                timeout = max(0.05, breaker.seconds_to_probe(now))
+            else:
+                timeout = 1.0
+            if not await _first(wake, freed if more else None, timeout):
+                more = True  # the poll: backoffs run out, probes come due
+    finally:
+        for task in list(inflight):
+            task.cancel()  # a claim expires and its booking is retried (the partner dedupes)
+        await asyncio.gather(*inflight, return_exceptions=True)
+
+
+async def _first(wake: asyncio.Event, freed: asyncio.Event | None, timeout: float) -> bool:
+    """Wait for the waker, a freed slot (if given) or ``timeout``; False on the timeout."""
+    waits = [asyncio.ensure_future(e.wait()) for e in (wake, freed) if e is not None]
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    return bool(done)
 
 
 @dataclass(frozen=True)
@@ -197,11 +274,13 @@ async def _update_breaker(
 
 
 async def book_one(rt: Runtime, partner: CourierPartner, row: asyncpg.Record) -> Attempt:
-    with bookings_in_flight(rt).sending():
-        return await _book_one(rt, partner, row)
+    with bookings_in_flight(rt).sending() as answered:
+        return await _book_one(rt, partner, row, answered)
 
 
-async def _book_one(rt: Runtime, partner: CourierPartner, row: asyncpg.Record) -> Attempt:
+async def _book_one(
+    rt: Runtime, partner: CourierPartner, row: asyncpg.Record, answered: Callable[[str], None]
+) -> Attempt:
     s: CourierSettings = rt.settings  # type: ignore[assignment]
     request_id = row["request_id"]
     attempts = row["booking_attempts"] + 1
@@ -240,6 +319,7 @@ async def _book_one(rt: Runtime, partner: CourierPartner, row: asyncpg.Record) -
         log.error("booking failed, waiting for ops", request_id=str(request_id),
                   partner=partner.name, reason=reason)
         return Attempt(not exc.transient, exc.reason)
+    answered(booking.waybill)  # a callback naming it waits for the store below (webhooks)
     stored = await rt.pool.fetchval(
         "UPDATE shipments SET status = 'booked', waybill = $2, booked_at = now(),"
         " booking_attempts = $3, booking_error = NULL,"

@@ -94,16 +94,59 @@ async def partner_webhook(partner: str, request: Request) -> Any:
                     reason=exc.reason)
         return problem_response(exc.status_code, exc.reason)
     if facts:  # only events we do not track (acknowledged): no connection to take
-        originals_days = timedelta(days=rt.settings.originals_return_days)
         flight = bookings_in_flight(rt)
 
-        def settle() -> Awaitable[bool]:
-            return flight.settle(BOOKING_SETTLE_S)
+        def settle(waybill: str) -> Awaitable[bool]:
+            return flight.settle(waybill, BOOKING_SETTLE_S)
 
-        async with rt.pool.acquire() as conn:
-            for fact in facts:
-                await apply_fact(conn, rt.schema, fact, originals_days, settle)
+        originals_days = timedelta(days=rt.settings.originals_return_days)
+        await apply_facts(rt.pool, rt.schema, facts, originals_days, settle)
     return JSONResponse(_ACK[partner])
+
+
+class UnknownWaybill(Problem):
+    def __init__(self, waybill: str) -> None:
+        super().__init__(404, "Resi tidak dikenal / Unknown waybill", waybill)
+
+
+async def apply_facts(
+    pool: asyncpg.Pool,
+    schema: str,
+    facts: list[PartnerEvent],
+    originals_days: timedelta = timedelta(days=7),
+    settle: Callable[[str], Awaitable[bool]] | None = None,
+) -> None:
+    """Apply a callback's facts in order, each atomic on its own (``apply_fact``).
+
+    A fact naming a waybill we do not know waits once, through ``settle(waybill)``, for the
+    bookings this process has in flight (``booking.BookingsInFlight``), then is read again. The
+    wait holds no connection: the booking it waits for needs one to store its waybill. (Holding
+    it, callbacks that overtook their bookings took the whole pool at 50 lifecycles/s, and the
+    bookings then waited for them: courier fell behind, each such callback 2 s late.)"""
+    for fact in facts:
+        try:
+            async with pool.acquire() as conn:
+                await apply_fact(conn, schema, fact, originals_days)
+            continue
+        except UnknownWaybill:
+            if settle is None:
+                _log_unknown(fact)
+                raise
+        if not await settle(fact.waybill):
+            _log_unknown(fact)
+            raise UnknownWaybill(fact.waybill)
+        try:
+            async with pool.acquire() as conn:
+                await apply_fact(conn, schema, fact, originals_days)
+        except UnknownWaybill:
+            _log_unknown(fact)
+            raise
+
+
+def _log_unknown(fact: PartnerEvent) -> None:
+    # nothing stored: the partner's retry is applied once we know the waybill
+    log.warning("partner callback rejected", partner=fact.partner, status=404,
+                reason="unknown waybill", waybill=fact.waybill)
 
 
 # What the decision needs, and whether the partner sent this event id before. No lock: the store
@@ -191,25 +234,17 @@ async def apply_fact(
     schema: str,
     fact: PartnerEvent,
     originals_days: timedelta = timedelta(days=7),
-    settle: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
-    """Apply one partner fact (atomic on its own; see the module's docstring). ``settle`` waits
-    for the bookings in flight when the waybill is unknown (``booking.BookingsInFlight``).
+    """Apply one partner fact (atomic on its own; see the module's docstring); UnknownWaybill
+    (404), with nothing stored, when no shipment has its waybill.
 
     Meant for a connection outside a transaction (each statement commits): a store lost to the
     same event id stored meanwhile fails on the dedupe row's key and is read again, which an
     enclosing transaction, aborted by that failure, would not allow."""
     for _ in range(STORE_ATTEMPTS):
         row = await conn.fetchrow(_READ, fact.waybill, fact.partner, fact.partner_event_id)
-        if row is None and settle is not None:
-            waiting, settle = settle, None  # once: then the waybill is known, or not ours
-            if await waiting():
-                continue
         if row is None:
-            # nothing stored: the partner's retry is applied once we know the waybill
-            log.warning("partner callback rejected", partner=fact.partner, status=404,
-                        reason="unknown waybill", waybill=fact.waybill)
-            raise Problem(404, "Resi tidak dikenal / Unknown waybill", fact.waybill)
+            raise UnknownWaybill(fact.waybill)
         if row["seen"]:
             # the partner sent this callback before: already applied; counted for reconciliation
             await conn.execute(

@@ -5,6 +5,8 @@ that writes only if the shipment is still as read."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import uuid
 from datetime import timedelta
@@ -17,7 +19,7 @@ from aiokafka import ConsumerRecord
 
 from services.courier import events as courier_events
 from services.courier.partners import PartnerEvent
-from services.courier.webhooks import apply_fact
+from services.courier.webhooks import apply_fact, apply_facts
 from shared.contracts import topics
 from shared.contracts.events import Envelope
 from shared.db.pool import create_pool, migrate
@@ -325,37 +327,48 @@ async def test_an_event_id_stored_meanwhile_for_another_parcel_changes_nothing_h
 
 
 async def test_a_callback_overtaking_our_booking_waits_for_it_instead_of_a_404(
-    pool: asyncpg.Pool,
+    database: str, pool: asyncpg.Pool
 ) -> None:
     a = uuid.uuid4()
     async with pool.acquire() as conn:
         await courier_events.apply_batch(conn, [registered(a, "corr-a"), printed(a, "corr", "N")])
         schema = await conn.fetchval("SELECT current_schema()")
-        waits = []
+    # One connection in all: the wait must not hold it, the booking needs it to store its waybill
+    # (holding it, overtaking callbacks took the whole pool under load and the bookings waited).
+    one = await create_pool(database, schema, min_size=1, max_size=1)
+    waits = []
+    try:
 
-        async def booking_stores_meanwhile() -> bool:
-            waits.append("stored")
-            await pool.execute(
+        async def booking_stores_meanwhile(waybill: str) -> bool:
+            waits.append(waybill)
+            await one.execute(
                 "UPDATE shipments SET status = 'booked', waybill = 'JW1' WHERE request_id = $1", a)
             return True
 
-        await apply_fact(conn, schema, _fact("picked_up", "jnt:w1", "JW1"), settle=booking_stores_meanwhile)
-        assert waits == ["stored"]
-        assert await conn.fetchval("SELECT handed FROM shipments WHERE request_id = $1", a)
+        await asyncio.wait_for(
+            apply_facts(one, schema, [_fact("picked_up", "jnt:w1", "JW1")],
+                        settle=booking_stores_meanwhile),
+            10,
+        )
+        assert waits == ["JW1"]
+        assert await one.fetchval("SELECT handed FROM shipments WHERE request_id = $1", a)
 
-        async def nothing_in_flight() -> bool:
+        async def nothing_in_flight(waybill: str) -> bool:
             waits.append("none")
             return False
 
-        async def in_flight_but_not_this_one() -> bool:
+        async def in_flight_but_not_this_one(waybill: str) -> bool:
             waits.append("other")
             return True
 
         for settle in (nothing_in_flight, in_flight_but_not_this_one):
             with pytest.raises(Problem) as unknown:
-                await apply_fact(conn, schema, _fact("picked_up", "jnt:w2", "NOPE"), settle=settle)
+                await apply_facts(one, schema, [_fact("picked_up", "jnt:w2", "NOPE")],
+                                  settle=settle)
             assert unknown.value.status == 404
-        assert waits == ["stored", "none", "other"]  # one wait per fact at most
+        assert waits == ["JW1", "none", "other"]  # one wait per fact at most
+    finally:
+        await one.close()
 
 
 class _ChangedAfterRead:
@@ -445,3 +458,76 @@ async def test_two_instances_with_opposite_mixes_of_a_batch_do_not_deadlock(
     )
     rows = await pool.fetch("SELECT request_id, status FROM shipments ORDER BY request_id")
     assert [(r["request_id"], r["status"]) for r in rows] == [(r1, "to_book"), (r2, "to_book")]
+
+
+class _HangsForFirst:
+    """A partner whose answer to the first booking never comes (until released); others at once."""
+
+    name = "jnt"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.first: str | None = None
+
+    async def book(self, request: Any) -> Any:
+        from services.courier.partners.base import Booking
+
+        if self.first is None:
+            self.first = request.order_ref
+        if request.order_ref == self.first:
+            await self.release.wait()
+        return Booking(partner="jnt", waybill=f"JW-{request.order_ref[:8]}",
+                       order_ref=request.order_ref)
+
+
+async def test_a_slow_booking_holds_up_only_itself(pool: asyncpg.Pool) -> None:
+    """A booking the partner is slow to answer must not hold up the bookings due after it (until
+    2026-11-22 the worker booked a claimed batch and waited for all of it before claiming again)."""
+    from types import SimpleNamespace
+
+    from services.courier.booking import partner_loop
+    from services.courier.domain import PartnerBreaker
+
+    wakers: dict[str, asyncio.Event] = {}
+    rt = SimpleNamespace(
+        pool=pool, extras={}, waker=lambda n: wakers.setdefault(n, asyncio.Event()),
+        settings=SimpleNamespace(booking_concurrency=8, booking_claim_s=60,
+                                 booking_give_up_after_h=24, booking_retry_start_s=1,
+                                 booking_retry_cap_s=60),
+    )
+    partner = _HangsForFirst()
+    slow, later = uuid.uuid4(), uuid.uuid4()
+    async with pool.acquire() as conn:
+        await courier_events.apply_batch(conn, [registered(slow, "c1"), printed(slow, "c1", "N1")])
+    loop = asyncio.create_task(partner_loop(rt, partner, PartnerBreaker()))  # type: ignore[arg-type]
+    try:
+        for _ in range(100):
+            if partner.first:
+                break
+            await asyncio.sleep(0.05)
+        assert partner.first == str(slow)  # its booking is on the wire, unanswered
+        async with pool.acquire() as conn:
+            await courier_events.apply_batch(
+                conn, [registered(later, "c2"), printed(later, "c2", "N2")])
+        wakers["booking:jnt"].set()  # as a consumed batch does
+        status = None
+        for _ in range(100):
+            status = await pool.fetchval("SELECT status FROM shipments WHERE request_id = $1", later)
+            if status == "booked":
+                break
+            await asyncio.sleep(0.05)
+        assert status == "booked"
+        assert await pool.fetchval(
+            "SELECT status FROM shipments WHERE request_id = $1", slow) == "to_book"
+        partner.release.set()
+        for _ in range(100):
+            if await pool.fetchval(
+                    "SELECT status FROM shipments WHERE request_id = $1", slow) == "booked":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the slow booking was never stored")
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
