@@ -124,29 +124,19 @@ async def apply_facts(
     it, callbacks that overtook their bookings took the whole pool at 50 lifecycles/s, and the
     bookings then waited for them: courier fell behind, each such callback 2 s late.)"""
     for fact in facts:
-        try:
-            async with pool.acquire() as conn:
-                await apply_fact(conn, schema, fact, originals_days)
-            continue
-        except UnknownWaybill:
-            if settle is None:
-                _log_unknown(fact)
-                raise
-        if not await settle(fact.waybill):
-            _log_unknown(fact)
-            raise UnknownWaybill(fact.waybill)
-        try:
-            async with pool.acquire() as conn:
-                await apply_fact(conn, schema, fact, originals_days)
-        except UnknownWaybill:
-            _log_unknown(fact)
-            raise
-
-
-def _log_unknown(fact: PartnerEvent) -> None:
-    # nothing stored: the partner's retry is applied once we know the waybill
-    log.warning("partner callback rejected", partner=fact.partner, status=404,
-                reason="unknown waybill", waybill=fact.waybill)
+        waiting = settle  # once per fact: then the waybill is known, or not ours
+        while True:
+            try:
+                async with pool.acquire() as conn:
+                    await apply_fact(conn, schema, fact, originals_days)
+                break
+            except UnknownWaybill:  # the connection is back in the pool here
+                if waiting is None or not await waiting(fact.waybill):
+                    # nothing stored: the partner's retry is applied once we know the waybill
+                    log.warning("partner callback rejected", partner=fact.partner, status=404,
+                                reason="unknown waybill", waybill=fact.waybill)
+                    raise
+                waiting = None
 
 
 # What the decision needs, and whether the partner sent this event id before. No lock: the store

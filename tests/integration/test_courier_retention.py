@@ -21,9 +21,9 @@ from services.courier.domain import Promise
 from services.courier.originals import _view as originals_view
 from services.courier.partners import PartnerEvent
 from services.courier.webhooks import apply_fact
-from shared.db.pool import create_pool, migrate
 from shared.retention import run_once
 from tests.support.events import registered
+from tests.support.infra import migrated_pool
 
 pytestmark = pytest.mark.integration
 
@@ -42,10 +42,8 @@ ADDRESS = {"street": "Jl. Mawar 1", "rt_rw": "001/002", "kelurahan": "Menteng",
 @pytest.fixture
 async def db(database: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
     schema = f"cr_{uuid.uuid4().hex[:8]}"
-    await migrate(database, schema, MIGRATIONS)
-    pool = await create_pool(database, schema)
-    yield schema, pool  # run_once's advisory lock is per schema
-    await pool.close()
+    async with migrated_pool(database, schema, MIGRATIONS) as pool:
+        yield schema, pool  # run_once's advisory lock is per schema
 
 
 async def shipment(pool: asyncpg.Pool, status: str, originals: str, at: datetime) -> uuid.UUID:

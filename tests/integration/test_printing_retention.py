@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 
 from services.printing import retention
-from shared.db.pool import create_pool, migrate
 from shared.retention import run_once
+from tests.support.infra import migrated_pool
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +26,8 @@ RECENT = NOW - timedelta(days=89)
 @pytest.fixture
 async def db(database: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
     schema = f"pr_{uuid.uuid4().hex[:8]}"
-    await migrate(database, schema, MIGRATIONS)
-    pool = await create_pool(database, schema)
-    yield schema, pool  # run_once's advisory lock is per schema
-    await pool.close()
+    async with migrated_pool(database, schema, MIGRATIONS) as pool:
+        yield schema, pool  # run_once's advisory lock is per schema
 
 
 async def job(pool: asyncpg.Pool, status: str, updated_at: datetime) -> uuid.UUID:
