@@ -1,6 +1,11 @@
 # Ketanmu: `make run` brings the system up, `make test` runs every test from nothing.
 SHELL := /bin/bash
 PY := .venv/bin/python
+# The interpreter .venv is built on: the distribution's python3.11 when it can make a venv (Debian
+# builds it with PGO and LTO, as the python:3.11-slim image production runs is built), else
+# python3. A source build without those (pyenv's default) costs the services ~10% more CPU: see
+# bench/README.md, seventh round. Override with `make PYTHON=... install` after `make clean`.
+PYTHON ?= $(or $(shell for p in /usr/bin/python3.11 python3; do $$p -c 'import ensurepip, venv' >/dev/null 2>&1 && { command -v $$p; break; }; done),python3)
 INFRA := deploy/local/infra.sh
 
 .PHONY: help install run demo stop down infra-up infra-down infra-status test test-unit \
@@ -17,7 +22,7 @@ help:
 
 # Python packages, pinned by constraints.txt; re-run when either file changes.
 .venv/.installed: pyproject.toml constraints.txt
-	@test -x $(PY) || python3 -m venv .venv
+	@test -x $(PY) || { echo "creating .venv on $(PYTHON)"; $(PYTHON) -m venv .venv; }
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
