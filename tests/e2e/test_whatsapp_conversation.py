@@ -7,10 +7,13 @@ reads every line the services wrote during the e2e session.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import signal
+import time
 
+import asyncpg
 import httpx
 import pytest
 
@@ -25,7 +28,22 @@ USED: set[str] = set()
 CODE = re.compile(r"KTM-[0-9A-Z]{4}-[0-9A-Z]{4}")
 
 
-async def test_a_whatsapp_conversation_registers_a_request_that_is_delivered(system: System) -> None:
+async def wait_replies_sent(dsn: str, wa_id: str, timeout_s: float = 30.0) -> None:
+    """Until intake has no unsent reply to ``wa_id`` (every one sent and marked)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while await conn.fetchval("SELECT count(*) FROM intake.wa_outbound"
+                                  " WHERE wa_id = $1 AND status = 'pending'", wa_id):
+            assert time.monotonic() < deadline, f"replies to {wa_id} still unsent"
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def test_a_whatsapp_conversation_registers_a_request_that_is_delivered(
+    system: System, e2e_env: dict[str, str]
+) -> None:
     rng = random.Random()
     wa_id = f"62856{rng.randint(10_000_000, 99_999_999)}"
     nik = sample_nik(rng)
@@ -41,7 +59,11 @@ async def test_a_whatsapp_conversation_registers_a_request_that_is_delivered(sys
         again = await flow.wa_send(http, system, wa_id, street, wamid=f"wamid.{wa_id}-street")
         dup = await flow.wa_send(http, system, wa_id, street, wamid=f"wamid.{wa_id}-street")
         assert again["handled"] == 1 and dup == {"handled": 0, "duplicates": 1}
-        # the conversation lives in PostgreSQL: it survives intake being killed mid-way
+        # the conversation lives in PostgreSQL: it survives intake being killed mid-way. Killed
+        # between two messages, not while it sends a reply: a reply the Cloud API accepted just
+        # before the kill, and not yet marked sent, goes out once more (the documented window of
+        # services/intake/replies.py), which is not what this test is about.
+        await wait_replies_sent(e2e_env["DATABASE_URL"], wa_id)
         system.kill("intake", signal.SIGKILL)
         system.start("intake")
         system.wait_healthy(["intake"], timeout_s=60)
