@@ -86,7 +86,7 @@ schemas: install
 	@$(PY) -m shared.contracts.generate
 
 lint: install
-	@$(PY) -m ruff check shared services sandbox deploy tests
+	@$(PY) -m ruff check shared services sandbox deploy bench tests
 
 clean:
 	rm -rf .venv .pytest_cache

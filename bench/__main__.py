@@ -14,6 +14,7 @@ from typing import Any
 
 from bench import report
 from bench.run import Options, Run, environment
+from bench.stack import sweep_leftovers
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -101,6 +102,8 @@ async def bench(options: Options) -> int:
     run = Run(options, out_dir)
     failed = False
     try:
+        for line in await sweep_leftovers(options.bootstrap):
+            print(line, flush=True)
         print("starting: database, topics, four services and the sandbox ...", flush=True)
         await run.setup()
         results["namespace"] = {"database": run.stack.database, "prefix": run.stack.prefix,
@@ -139,7 +142,9 @@ async def bench(options: Options) -> int:
     if options.baselines and not failed:
         print("baselines: raw aiokafka chain, asyncpg transactions ...", flush=True)
         results["baselines"] = await run.baselines()
-    if not options.keep:
+    if options.keep:
+        run.stack.keep()
+    else:
         try:
             await run.stack.destroy()
         except Exception as exc:  # noqa: BLE001

@@ -127,7 +127,9 @@ class Run:
         behind must not be measured as the next phase's work."""
         print("  (backlog not drained: starting a fresh system for what follows)", flush=True)
         await self._close_stack()
-        if not self.o.keep:
+        if self.o.keep:
+            self.stack.keep()
+        else:
             with contextlib.suppress(Exception):
                 await self.stack.destroy()
         self.restarts += 1

@@ -19,9 +19,10 @@ import asyncpg
 import psutil
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench import leftovers
 from deploy.local.system import ROOT, SERVICES, System
 from shared.kafka.admin import create_topics
-from tests.support.infra import create_database, drop_database, dsn_for
+from tests.support.infra import ADMIN_DSN, create_database, drop_database, dsn_for
 
 
 def free_port() -> int:
@@ -41,6 +42,9 @@ class Stack:
     system: System | None = None
     # second instances (scale-out check), keyed by service name
     extra: dict[str, System] = field(default_factory=dict)
+    # what a run killed before its cleanup leaves, for the next run to sweep (bench/leftovers.py)
+    record: leftovers.Record | None = None
+    records_dir: Path = leftovers.RECORDS
 
     @property
     def prefix(self) -> str:
@@ -77,8 +81,21 @@ class Stack:
         }
 
     async def create(self) -> None:
+        # the record first: a run killed from here on leaves nothing the next run cannot find
+        self.record = leftovers.this_process(
+            self.run_id, self.bootstrap, leftovers.server_of(ADMIN_DSN), self.prefix,
+            self.records_dir)
+        self.record.save()
         self.database = await create_database("ketanmu_bench")
+        self.record.database = self.database
+        self.record.save()
         await create_topics(self.bootstrap, self.partitions, prefix=self.prefix)
+
+    def keep(self) -> None:
+        """``--keep``: the next runs leave this one's database and topics alone."""
+        if self.record is not None:
+            self.record.kept = True
+            self.record.save()
 
     def start(self, timeout_s: float = 120.0, attempts: int = 3) -> System:
         for attempt in range(attempts):
@@ -122,16 +139,9 @@ class Stack:
             self.system.stop_all()
 
     async def destroy(self) -> None:
-        if self.database:
-            await drop_database(self.database)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            doomed = [t for t in await admin.list_topics() if t.startswith(self.prefix)]
-            if doomed:
-                await admin.delete_topics(doomed)
-        finally:
-            await admin.close()
+        await _drop(self.bootstrap, self.database, self.prefix)
+        if self.record is not None:
+            self.record.remove()
 
     # --- processes ------------------------------------------------------------------------------
 
@@ -148,6 +158,36 @@ class Stack:
             if pid:
                 pids[f"{service}#2"] = pid
         return pids
+
+
+async def _drop(bootstrap: str, database: str, prefix: str) -> int:
+    """Drop ``database`` (if named) and delete the topics under ``prefix``: how many."""
+    if database:
+        await drop_database(database)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+        return len(doomed)
+    finally:
+        await admin.close()
+
+
+async def sweep_leftovers(bootstrap: str, directory: Path = leftovers.RECORDS) -> list[str]:
+    """Drop what killed runs on ``bootstrap`` and our PostgreSQL left (bench/leftovers.py): one
+    line per run."""
+    doomed, kept = leftovers.orphaned(bootstrap, leftovers.server_of(ADMIN_DSN), directory)
+    lines = []
+    for record in doomed:
+        topics_deleted = await _drop(bootstrap, record.database, record.prefix)
+        record.remove()
+        lines.append(f"swept run {record.run_id} (process {record.pid} gone): database "
+                     f"{record.database or '-'}, {topics_deleted} topics {record.prefix}*")
+    lines += [f"kept (--keep) run {record.run_id}: database {record.database}, topics "
+              f"{record.prefix}*; drop them by hand, then delete {record.path}" for record in kept]
+    return lines
 
 
 def _listens(pid: int, port: int) -> bool:
