@@ -54,9 +54,12 @@ def conclusions(results: dict[str, Any]) -> dict[str, Any]:
     if at50 is not None and abs(at50["offered_rate"] - TARGET_P99_RATE) > 0.2 * TARGET_P99_RATE:
         at50 = None  # no step near 50/s: not measured
     if at50 is not None:
-        p99 = _p(at50["stages_ms"]["accepted_to_delivered"], "p99")
+        # as the target says: the partners' own delay excluded (bench/stats.py, partner_seconds)
+        p99 = _p(at50["stages_ms"].get("accepted_to_delivered_own", {}), "p99")
+        with_partners = _p(at50["stages_ms"]["accepted_to_delivered"], "p99")
         out["target_p99_delivered_under_1s_at_50"] = {
-            "step": at50["label"], "p99_ms": p99, "met": p99 is not None and p99 < TARGET_P99_MS}
+            "step": at50["label"], "p99_ms": p99, "p99_ms_partners_included": with_partners,
+            "met": p99 is not None and p99 < TARGET_P99_MS}
     rss: dict[str, float] = {}
     for step in [*steps, *(results.get("extra_steps") or [])]:
         for name, mib in _service_rss(step).items():
@@ -109,19 +112,22 @@ def table(results: dict[str, Any]) -> str:
     steps = [*results.get("steps", []), *(results.get("extra_steps") or [])]
     lines = []
     head = (f"{'step':>18} {'achieved':>8} {'done/s':>7} {'p50 dlv':>8} {'p99 dlv':>8} "
-            f"{'p99 all':>8} {'lag max':>8} {'errors':>6} {'CPUms/lc':>9} {'+infra':>7} "
-            f"{'maxRSS':>7} {'load1':>6}")
-    lines += ["Lifecycles (accepted -> delivered on Kafka = dlv; -> every WhatsApp sent = all; ms)",
+            f"{'p99 own':>8} {'p99 all':>8} {'lag max':>8} {'errors':>6} {'CPUms/lc':>9} "
+            f"{'+infra':>7} {'maxRSS':>7} {'load1':>6}")
+    lines += [("Lifecycles (accepted -> delivered on Kafka = dlv; the same without the partners' own"
+               " delay = own; -> every WhatsApp sent = all; ms)"),
               head, "-" * len(head)]
     for s in steps:
         dlv = s["stages_ms"]["accepted_to_delivered"]
+        own = s["stages_ms"].get("accepted_to_delivered_own", {})
         done = s["stages_ms"]["accepted_to_all_notified"]
         lag = max((v["max"] for v in s["consumer_lag"].values()), default=0)
         rss = max(_service_rss(s).values(), default=0)
         cpu = s["cpu_ms_per_lifecycle"]
         lines.append(
             f"{s['label']:>18} {_num(s['achieved_rate'], 1):>8} {_num(s['completed_per_s'], 1):>7} "
-            f"{_num(_p(dlv, 'p50')):>8} {_num(_p(dlv, 'p99')):>8} {_num(_p(done, 'p99')):>8} "
+            f"{_num(_p(dlv, 'p50')):>8} {_num(_p(dlv, 'p99')):>8} {_num(_p(own, 'p99')):>8} "
+            f"{_num(_p(done, 'p99')):>8} "
             f"{_num(lag):>8} {s['error_total']:>6} {_num(cpu['ketanmu_services'], 1):>9} "
             f"{_num(cpu['system_total'], 1):>7} {_num(rss, 0):>7} {s['loadavg_end'][0]:>6.2f}"
             + ("" if s["kept_up"] else "  (errors)" if s["error_total"]
@@ -200,8 +206,9 @@ def target_lines(results: dict[str, Any]) -> list[str]:
                  f"{c['max_sustained_lifecycles_per_s']}/s; peak {c['peak_completed_per_s']}/s)")
     if "target_p99_delivered_under_1s_at_50" in c:
         t = c["target_p99_delivered_under_1s_at_50"]
-        lines.append(f"  p99 accepted -> delivered < 1 s at 50/s: {mark(t['met'])} ({t['step']}: "
-                     f"{_num(t['p99_ms'])} ms)")
+        lines.append(f"  p99 accepted -> delivered < 1 s at 50/s, the partners' own delay excluded: "
+                     f"{mark(t['met'])} ({t['step']}: {_num(t['p99_ms'])} ms; with the partners' "
+                     f"delay {_num(t.get('p99_ms_partners_included'))} ms)")
     t = c["target_rss_under_200mib"]
     lines.append(f"  every service < 200 MiB RSS: {mark(t['met'])} ("
                  + ", ".join(f"{k} {v:.0f}" for k, v in t["peak_mib"].items()) + ")")
@@ -229,9 +236,11 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     left.legend()
     left.grid(alpha=0.3)
     for key, label, color in (("accepted_to_delivered", "accepted -> delivered (Kafka)", "C0"),
+                              ("accepted_to_delivered_own", "the same, partners' delay excluded",
+                               "C2"),
                               ("accepted_to_all_notified", "accepted -> every WhatsApp sent", "C1")):
         for q, style in (("p99", "o-"), ("p50", "s:")):
-            ys = [_p(s["stages_ms"][key], q) for s in steps]
+            ys = [_p(s["stages_ms"].get(key, {}), q) for s in steps]
             right.plot(offered, [y if y is not None else float("nan") for y in ys], style,
                        color=color, label=f"{q} {label}")
     right.axhline(TARGET_P99_MS, color="red", linewidth=0.8, linestyle="--", label="1 s target")

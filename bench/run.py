@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -171,6 +172,22 @@ class Run:
             self._messages_since = max(self._messages_since,
                                        max(float(m["received_at_epoch"]) for m in messages))
 
+    async def fetch_partner_times(self, since: float) -> dict[str, float]:
+        """request id -> the partner's own seconds until it reported the delivery (bench/stats.py),
+        for the shipments the sandbox booked since ``since`` (epoch seconds); {} if unavailable."""
+        assert self.stack.system is not None
+        try:
+            response = await self.http.get(
+                f"{self.stack.system.url('sandbox')}/sandbox/shipments",
+                params={"timings": "true", "booked_since": repr(since)})
+            response.raise_for_status()
+            shipments = response.json()["shipments"]
+        except Exception as exc:  # noqa: BLE001 - a figure missing, not a broken run
+            print(f"  (no partner timings from the sandbox: {exc!r})", file=sys.stderr, flush=True)
+            return {}
+        return {s["order_ref"]: spent for s in shipments
+                if (spent := stats.partner_seconds(s)) is not None}
+
     async def sample_backlog(self) -> None:
         assert self.stack.system is not None
         for service in SERVICES:
@@ -261,6 +278,7 @@ class Run:
 
         lives = _by_step(self.ledger, label)
         finished = {life.request_id: self.done(life) for life in lives}
+        partner = await self.fetch_partner_times(t0 - 60)
         completed = sum(at is not None for at in finished.values())
         # Completed lifecycles per second: the step's completions inside its offered window
         # shifted by the median lifecycle time. While the system keeps up that is the offered
@@ -297,7 +315,7 @@ class Run:
             "completion_window_shift_s": round(shift, 2),
             "drained": drained,
             "drain_s": round(t_end - t_offered, 2),
-            "stages_ms": stats.stage_latencies(lives, self.tap.seen),
+            "stages_ms": stats.stage_latencies(lives, self.tap.seen, partner),
             "consumer_lag": self.lag.window(t0, t_end),
             "outbox_backlog_max": dict(self.backlog),
             "errors": {
@@ -338,20 +356,23 @@ class Run:
                              and drive.late <= 0.01 * drive.planned)
         if side_result is not None:
             result["side"] = side_result
-        self._dump(lives)
+        self._dump(lives, partner)
         dlv = result["stages_ms"]["accepted_to_delivered"]
+        own = result["stages_ms"]["accepted_to_delivered_own"]
         print(f"  {label}: accepted {drive.accepted}/{drive.planned}"
               + (f" (shed with 429: {drive.shed})" if drive.shed else "") + f", completed {completed}"
               f" ({result['completed_per_s']}/s), p50/p99 accepted->delivered {dlv.get('p50')}/"
-              f"{dlv.get('p99')} ms, errors {result['error_total']}, load {result['loadavg_end'][0]}",
+              f"{dlv.get('p99')} ms (partners' own delay excluded: {own.get('p50')}/{own.get('p99')}),"
+              f" errors {result['error_total']}, load {result['loadavg_end'][0]}",
               flush=True)
         return result
 
-    def _dump(self, lives: list[Lifecycle]) -> None:
+    def _dump(self, lives: list[Lifecycle], partner: dict[str, float]) -> None:
         """Every request's raw times, one JSON line each."""
         assert self.tap is not None
         seen = self.tap.seen
-        lines = (json.dumps({**dataclasses.asdict(life), "on_kafka": seen.get(life.request_id, {})})
+        lines = (json.dumps({**dataclasses.asdict(life), "on_kafka": seen.get(life.request_id, {}),
+                             "partner_own_s": partner.get(life.request_id)})
                  + "\n" for life in lives)
         with open(self.out_dir / "lifecycles.jsonl", "a") as fh:
             fh.writelines(lines)

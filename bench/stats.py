@@ -69,11 +69,39 @@ def completed_at(life: Lifecycle, on_kafka: Mapping[str, float]) -> float | None
     return max(at["notified"], *(at[t] for t in topics.LIFECYCLE_TOPICS))
 
 
-def stage_latencies(lives: list[Lifecycle], seen: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+def partner_seconds(shipment: Mapping[str, Any]) -> float | None:
+    """The partner's own time in a shipment's life up to the ``delivered`` callback, from the
+    sandbox's timings (``GET /sandbox/shipments?timings=true``): from the booking's arrival to the
+    first send of the first callback, and from each callback taken (2xx) to the first send of the
+    next. What lies between a callback's first send and its 2xx is counted as ours: signing,
+    waiting for a free sender, the request, courier's work, a refused attempt (a 404 while the
+    booking's waybill is not stored yet) and the partner's retry. None while not delivered."""
+    spent, since = 0.0, float(shipment["booked_at_epoch"])
+    for kind, first_sent, answered in shipment["callbacks"]:
+        if first_sent is None:
+            return None
+        spent += max(0.0, first_sent - since)
+        if kind == "delivered":
+            return spent
+        if answered is None:
+            return None
+        since = answered
+    return None
+
+
+def stage_latencies(lives: list[Lifecycle], seen: Mapping[str, Mapping[str, float]],
+                    partner: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """``partner``: request id -> the partner's own seconds (``partner_seconds``)."""
     out: dict[str, Any] = {}
     every = [points(life, seen.get(life.request_id, {})) for life in lives]
     for name, (start, end) in STAGES.items():
         out[name] = summary_ms(at[end] - at[start] for at in every if start in at and end in at)
+    # the target's own measure: accepted -> delivered, the partners' own delay excluded
+    partner = partner or {}
+    out["accepted_to_delivered_own"] = summary_ms(
+        at[DL] - at["accepted"] - partner[life.request_id]
+        for life, at in zip(lives, every, strict=True)
+        if DL in at and "accepted" in at and life.request_id in partner)
     # event on Kafka -> its WhatsApp message received by the (sandbox's) Cloud API
     per_event: dict[str, list[float]] = {t: [] for t in topics.LIFECYCLE_TOPICS}
     for life in lives:

@@ -97,13 +97,18 @@ async def shipments(
     partner: Literal["jnt", "pos"] | None = None,
     order_ref: str | None = None,
     status: str | None = None,
+    timings: bool = False,
+    booked_since: float | None = None,
 ) -> dict[str, Any]:
+    """``timings=true``: when each booking arrived and each callback was first sent and taken
+    (epoch seconds), for the benchmark; ``booked_since`` (epoch seconds) leaves older ones out."""
     found = [
-        s.summary()
+        s.timings() if timings else s.summary()
         for s in _world(request).state.shipments.values()
         if (partner is None or s.partner == partner)
         and (order_ref is None or s.order_ref == order_ref)
         and (status is None or s.status == status)
+        and (booked_since is None or s.booked_at_epoch >= booked_since)
     ]
     return {"count": len(found), "shipments": found}
 

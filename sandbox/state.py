@@ -47,6 +47,10 @@ class CallbackRecord:
     last_status: int | None = None
     last_error: str | None = None
     delivered_at: datetime | None = None
+    # epoch seconds: when the first attempt was sent, when an attempt was taken (2xx); the time
+    # the partner took before each fact is told apart from ours with them (bench/stats.py)
+    first_sent_at: float | None = None
+    answered_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +65,8 @@ class CallbackRecord:
             "last_status": self.last_status,
             "last_error": self.last_error,
             "delivered_at": rfc3339(self.delivered_at),
+            "first_sent_at_epoch": self.first_sent_at,
+            "answered_at_epoch": self.answered_at,
         }
 
 
@@ -89,6 +95,7 @@ class Shipment:
     recipient_name: str
     booked_at: datetime
     booking: dict[str, Any]  # what the partner received, as received
+    booked_at_epoch: float = field(default_factory=time.time)
     status: str = "booked"  # booked | cancelled | then the kind of the latest fact played
     callbacks: list[CallbackRecord] = field(default_factory=list)
     script: ScriptProgress | None = None
@@ -110,6 +117,14 @@ class Shipment:
         return self.summary() | {
             "booking": self.booking,
             "callbacks": [c.to_json() for c in self.callbacks],
+        }
+
+    def timings(self) -> dict[str, Any]:
+        """When the booking arrived and each callback was first sent and taken (epoch seconds)."""
+        return {
+            "order_ref": self.order_ref,
+            "booked_at_epoch": self.booked_at_epoch,
+            "callbacks": [[c.kind, c.first_sent_at, c.answered_at] for c in self.callbacks],
         }
 
 
