@@ -14,6 +14,12 @@ in every service: a dead letter holds the raw event, NIK included.
 
 Erased rows keep what is not personal (status, times, document type, partner, fee, tracking
 code): the lifecycle stays reportable after the person's data is gone.
+
+:func:`retention_loop` also prunes every service's ``inbox`` (:func:`inbox_pruning`): not personal
+data, but without it the duplicate detector grows by every event consumed, for ever. An event id is
+kept ``INBOX_RETENTION_DAYS`` (30): a duplicate comes from Kafka redelivering (an offset not
+committed yet, a consumer group reset to earliest) or the outbox relay publishing twice, and neither
+can reach past the topics' retention (7 days).
 """
 
 from __future__ import annotations
@@ -48,6 +54,16 @@ DEAD_LETTERS = Erasure(
     "DELETE FROM dead_letter WHERE id IN"
     " (SELECT id FROM dead_letter WHERE created_at < $1 ORDER BY id LIMIT $2)",
 )
+
+
+def inbox_pruning(days: float) -> Erasure:
+    """Delete the inbox rows older than ``days`` (an ``Erasure``: same runner, own period)."""
+    return Erasure(
+        "inbox_rows_deleted",
+        "DELETE FROM inbox WHERE (consumer, event_id) IN (SELECT consumer, event_id FROM inbox"
+        " WHERE received_at < $1 ORDER BY received_at LIMIT $2)",
+        after=timedelta(days=days),
+    )
 
 
 async def run_once(
@@ -87,8 +103,10 @@ async def run_once(
 
 
 async def retention_loop(rt: Runtime, erasures: Sequence[Erasure]) -> None:
-    """Every ``retention_interval_s``: :func:`run_once`, logged when it erased anything."""
+    """Every ``retention_interval_s``: :func:`run_once` of ``erasures`` and the inbox's pruning,
+    logged when it erased anything."""
     s = rt.settings
+    erasures = [*erasures, inbox_pruning(s.inbox_retention_days)]
     while True:
         try:
             report = await run_once(rt.pool, s.db_schema, erasures, s.personal_data_retention_days)

@@ -60,6 +60,10 @@ class ServiceSettings(BaseSettings):
     # what a finished request left in this service is erased this long after it finished.
     personal_data_retention_days: float = Field(90.0, ge=0)
     retention_interval_s: float = Field(3600.0, gt=0)
+    # The inbox (the duplicate detector) keeps an event id this long: past the topics' retention
+    # (Kafka's default, which ours keep: 7 days) no copy of the event can be delivered again.
+    # Keep it above the topics' retention.ms if that is ever raised.
+    inbox_retention_days: float = Field(30.0, ge=1)
 
     @property
     def db_schema(self) -> str:

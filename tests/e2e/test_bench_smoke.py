@@ -44,6 +44,9 @@ def test_quick_benchmark_writes_its_report(infra: None, tmp_path: Path) -> None:
     assert step["shed"] == 0  # 5/s is far below what intake sheds at
     stage = step["stages_ms"]["accepted_to_delivered"]
     assert stage["n"] > 0 and 0 < stage["p50"] <= stage["p95"] <= stage["p99"] <= stage["max"]
+    # the target's measure: every delivered lifecycle's partner time is known, and subtracted
+    own = step["stages_ms"]["accepted_to_delivered_own"]
+    assert own["n"] == stage["n"] and own["p50"] <= stage["p50"] and own["max"] <= stage["max"]
     for name in ("registered_to_printed", "printed_to_handed", "handed_to_delivered",
                  "event_to_whatsapp", "accepted_to_all_notified"):
         assert step["stages_ms"][name]["n"] > 0, name
@@ -60,4 +63,6 @@ def test_quick_benchmark_writes_its_report(infra: None, tmp_path: Path) -> None:
     assert chain["throughput"]["chains_per_s"] > 0 and chain["latency_at_rate"]["n"] > 0, chain
     assert all(p["tx_per_s"] > 0 for p in results["baselines"]["postgres"])
     assert "max_sustained_lifecycles_per_s" in results["conclusions"]
-    assert "Targets" in (run_dir / "report.txt").read_text()
+    report = (run_dir / "report.txt").read_text()
+    assert "Targets" in report and "p99 own" in report
+    assert not list((ROOT / ".local" / "bench-runs").glob("*.json"))  # cleaned up, record too

@@ -120,6 +120,35 @@ async def test_autoplay_retries_until_each_callback_is_delivered_once(partner_na
         assert [c["delivered"] for c in detail["callbacks"]] == [True, True, True]
 
 
+async def test_shipment_timings_tell_first_sends_and_answers_apart() -> None:
+    """What the benchmark subtracts as the partner's own time: the first attempt's send and the
+    2xx are recorded per callback, retries do not move the first send."""
+    courier = ScriptedCourier(fail_first(2, 503))
+    settings = SandboxSettings(**FAST)
+    async with in_process_sandbox(settings, courier.transport) as (app, client):
+        before = time.time()
+        waybill = (await partner_for("jnt", client, settings).book(booking("timed"))).waybill
+        shipment = world_of(app).state.shipments[waybill]
+        await wait_until(lambda: len(shipment.callbacks) == 3
+                         and all(c.delivered for c in shipment.callbacks))
+        answer = (await client.get("/sandbox/shipments",
+                                   params={"timings": "true", "booked_since": before})).json()
+        (timed,) = answer["shipments"]
+        assert timed["order_ref"] == "timed" and timed["booked_at_epoch"] >= before
+        kinds = [kind for kind, _, _ in timed["callbacks"]]
+        assert kinds[0] == "picked_up" and set(kinds) == {"picked_up", "cod_collected", "delivered"}
+        since = timed["booked_at_epoch"]
+        for _, first_sent, answered in timed["callbacks"]:
+            assert since <= first_sent <= answered  # one after another, each sent then answered
+            since = answered
+        # the first callback was refused twice: its first send is before the retries' delays
+        first_sent, answered = timed["callbacks"][0][1:]
+        assert answered - first_sent >= 2 * 0.5 * FAST["retry_start_ms"] / 1000
+        later = (await client.get("/sandbox/shipments",
+                                  params={"timings": "true", "booked_since": time.time()})).json()
+        assert later["count"] == 0
+
+
 async def test_autoplay_survives_a_courier_that_is_down_then_unknown_waybill() -> None:
     def script(request: httpx.Request, n: int) -> int | Exception:
         if n < 2:
