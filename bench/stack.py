@@ -17,12 +17,17 @@ from pathlib import Path
 
 import asyncpg
 import psutil
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import leftovers
 from deploy.local.system import ROOT, SERVICES, System
 from shared.kafka.admin import create_topics
-from tests.support.infra import ADMIN_DSN, create_database, drop_database, dsn_for
+from tests.support.infra import (
+    ADMIN_DSN,
+    create_database,
+    delete_namespace,
+    drop_database,
+    dsn_for,
+)
 
 
 def free_port() -> int:
@@ -164,15 +169,7 @@ async def _drop(bootstrap: str, database: str, prefix: str) -> int:
     """Drop ``database`` (if named) and delete the topics under ``prefix``: how many."""
     if database:
         await drop_database(database)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if doomed:
-            await admin.delete_topics(doomed)
-        return len(doomed)
-    finally:
-        await admin.close()
+    return await delete_namespace(prefix, bootstrap)
 
 
 async def sweep_leftovers(bootstrap: str, directory: Path = leftovers.RECORDS) -> list[str]:

@@ -86,15 +86,17 @@ async def create_namespace(prefix: str) -> None:
     await create_topics(KAFKA, 6, prefix=prefix)
 
 
-async def delete_namespace(prefix: str) -> None:
+async def delete_namespace(prefix: str, bootstrap: str = KAFKA) -> int:
+    """Delete every topic whose name starts with ``prefix``: how many."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
         if doomed:
             await admin.delete_topics(doomed)
+        return len(doomed)
     finally:
         await admin.close()
 
