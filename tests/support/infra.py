@@ -86,11 +86,12 @@ async def create_namespace(prefix: str) -> None:
     await create_topics(KAFKA, 6, prefix=prefix)
 
 
-async def delete_namespace(prefix: str, bootstrap: str = KAFKA) -> int:
-    """Delete every topic whose name starts with ``prefix``: how many."""
+async def delete_namespace(prefix: str, bootstrap: str | None = None) -> int:
+    """Delete every topic whose name starts with ``prefix``: how many. ``bootstrap`` defaults to
+    ``KAFKA`` as it is at the call: the fault tests point it at their own broker."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or KAFKA)
     await admin.start()
     try:
         doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
