@@ -108,7 +108,7 @@ async def shipments(
         if (partner is None or s.partner == partner)
         and (order_ref is None or s.order_ref == order_ref)
         and (status is None or s.status == status)
-        and (booked_since is None or s.booked_at_epoch >= booked_since)
+        and (booked_since is None or s.booked_at.timestamp() >= booked_since)
     ]
     return {"count": len(found), "shipments": found}
 

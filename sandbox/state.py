@@ -47,10 +47,9 @@ class CallbackRecord:
     last_status: int | None = None
     last_error: str | None = None
     delivered_at: datetime | None = None
-    # epoch seconds: when the first attempt was sent, when an attempt was taken (2xx); the time
-    # the partner took before each fact is told apart from ours with them (bench/stats.py)
+    # epoch seconds: when the first attempt was sent; with ``delivered_at`` (the 2xx) it tells the
+    # partner's own time before each fact apart from ours (bench/stats.py)
     first_sent_at: float | None = None
-    answered_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,7 +65,6 @@ class CallbackRecord:
             "last_error": self.last_error,
             "delivered_at": rfc3339(self.delivered_at),
             "first_sent_at_epoch": self.first_sent_at,
-            "answered_at_epoch": self.answered_at,
         }
 
 
@@ -95,7 +93,6 @@ class Shipment:
     recipient_name: str
     booked_at: datetime
     booking: dict[str, Any]  # what the partner received, as received
-    booked_at_epoch: float = field(default_factory=time.time)
     status: str = "booked"  # booked | cancelled | then the kind of the latest fact played
     callbacks: list[CallbackRecord] = field(default_factory=list)
     script: ScriptProgress | None = None
@@ -123,8 +120,11 @@ class Shipment:
         """When the booking arrived and each callback was first sent and taken (epoch seconds)."""
         return {
             "order_ref": self.order_ref,
-            "booked_at_epoch": self.booked_at_epoch,
-            "callbacks": [[c.kind, c.first_sent_at, c.answered_at] for c in self.callbacks],
+            "booked_at_epoch": self.booked_at.timestamp(),
+            "callbacks": [
+                [c.kind, c.first_sent_at, c.delivered_at.timestamp() if c.delivered_at else None]
+                for c in self.callbacks
+            ],
         }
 
 

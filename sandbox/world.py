@@ -290,7 +290,6 @@ class World:
             # Truthful even for a tampered callback: if the courier service took it, it says so.
             record.delivered = True
             record.delivered_at = record.delivered_at or utc_now()
-            record.answered_at = record.answered_at or time.time()
         return answer
 
     async def _post(self, request: SignedRequest) -> Answer:
