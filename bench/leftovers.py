@@ -6,8 +6,11 @@ shared broker and PostgreSQL for as long as they run: 881 partitions of 9 killed
 broker use 0.025 cores instead of 0.016. So every run writes a record of what it made
 (``.local/bench-runs/<run id>.json``: its process, database and topic prefix) before it makes it,
 removes the record once it has cleaned up, and sweeps, when it starts, what the records of runs
-whose process is gone name. ``--keep`` marks its record kept: nothing of it is swept, and the next
-run says so (drop it by hand, then delete the record).
+whose process is gone name. The services and the sandbox run in sessions of their own, so they
+outlive a killed run (and went on polling its topics and tables, costing the next runs CPU): the
+sweep stops them first, found by the run's topic prefix in their environment. ``--keep`` marks its
+record kept: its database and topics are not swept, and the next run says so (drop them by hand,
+then delete the record); its leftover processes are stopped all the same.
 """
 
 from __future__ import annotations
@@ -77,6 +80,36 @@ def records(directory: Path = RECORDS) -> list[Record]:
         except (OSError, ValueError, TypeError):
             path.unlink(missing_ok=True)  # half-written by a run killed while writing it
     return found
+
+
+def processes_of(prefix: str) -> list[psutil.Process]:
+    """The processes a run started and that are still running: every system process gets the
+    run's ``KAFKA_TOPIC_PREFIX`` (unique to it) in its environment."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get("KAFKA_TOPIC_PREFIX") == prefix:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def stop(processes: list[psutil.Process], timeout_s: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL for those still running after ``timeout_s``: how many were stopped."""
+    for proc in processes:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=timeout_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=timeout_s)
+    return len(processes)
 
 
 def orphaned(

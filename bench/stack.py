@@ -173,17 +173,23 @@ async def _drop(bootstrap: str, database: str, prefix: str) -> int:
 
 
 async def sweep_leftovers(bootstrap: str, directory: Path = leftovers.RECORDS) -> list[str]:
-    """Drop what killed runs on ``bootstrap`` and our PostgreSQL left (bench/leftovers.py): one
-    line per run."""
+    """Stop the processes and drop what killed runs on ``bootstrap`` and our PostgreSQL left
+    (bench/leftovers.py): one line per run."""
     doomed, kept = leftovers.orphaned(bootstrap, leftovers.server_of(ADMIN_DSN), directory)
     lines = []
     for record in doomed:
+        # the processes first: they hold the database's connections and poll its topics
+        stopped = leftovers.stop(leftovers.processes_of(record.prefix))
         topics_deleted = await _drop(bootstrap, record.database, record.prefix)
         record.remove()
-        lines.append(f"swept run {record.run_id} (process {record.pid} gone): database "
-                     f"{record.database or '-'}, {topics_deleted} topics {record.prefix}*")
-    lines += [f"kept (--keep) run {record.run_id}: database {record.database}, topics "
-              f"{record.prefix}*; drop them by hand, then delete {record.path}" for record in kept]
+        lines.append(f"swept run {record.run_id} (process {record.pid} gone): {stopped} leftover "
+                     f"processes stopped, database {record.database or '-'}, {topics_deleted} "
+                     f"topics {record.prefix}*")
+    for record in kept:
+        stopped = leftovers.stop(leftovers.processes_of(record.prefix))
+        lines.append(f"kept (--keep) run {record.run_id}: database {record.database}, topics "
+                     f"{record.prefix}*; drop them by hand, then delete {record.path}"
+                     + (f" ({stopped} leftover processes stopped)" if stopped else ""))
     return lines
 
 

@@ -3,6 +3,7 @@ run or a ``--keep`` run made is left alone."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -44,6 +45,13 @@ async def _made(records: Path) -> Stack:
     return stack
 
 
+def _leftover_process(stack: Stack) -> subprocess.Popen[bytes]:
+    """A process of ``stack``'s system: its own session (it outlives the run), the run's env."""
+    env = {**os.environ, **stack.env()}
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env=env,
+                            start_new_session=True)
+
+
 def _killed(stack: Stack) -> None:
     """As if ``stack`` had been made by a process that is gone now."""
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -57,12 +65,20 @@ async def test_a_killed_runs_database_and_topics_are_swept_a_live_or_kept_ones_a
     infra: None, tmp_path: Path
 ) -> None:
     killed, kept, live = await _made(tmp_path), await _made(tmp_path), await _made(tmp_path)
+    procs = {s.run_id: _leftover_process(s) for s in (killed, kept, live)}
     try:
         _killed(killed)
         _killed(kept)
         kept.keep()
 
         lines = await sweep_leftovers(KAFKA, tmp_path)
+
+        # a dead run's processes are stopped, kept or not; a live run's are its own
+        assert procs[killed.run_id].poll() is not None
+        assert procs[kept.run_id].poll() is not None
+        assert procs[live.run_id].poll() is None
+        assert "1 leftover processes stopped" in lines[0]
+        assert "(1 leftover processes stopped)" in lines[1]
 
         assert killed.database not in await _databases()
         assert not await _topics(killed.prefix)
@@ -77,8 +93,13 @@ async def test_a_killed_runs_database_and_topics_are_swept_a_live_or_kept_ones_a
         await live.destroy()  # a run that ends cleans up after itself, record included
         assert live.database not in await _databases()
         assert not list(tmp_path.glob(f"{live.run_id}.json"))
-        assert await sweep_leftovers(KAFKA, tmp_path) == lines[1:]  # nothing more to sweep
+        # nothing more to sweep; the kept run is listed again, with no process left to stop
+        assert await sweep_leftovers(KAFKA, tmp_path) == [
+            lines[1].replace(" (1 leftover processes stopped)", "")]
     finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
         for stack in (killed, kept, live):
             await drop_database(stack.database)
             await stack.destroy()
