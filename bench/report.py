@@ -29,6 +29,31 @@ def _nearest(steps: list[dict[str, Any]], rate: float) -> dict[str, Any] | None:
     return min(steps, key=lambda s: abs(s["offered_rate"] - rate), default=None)
 
 
+def step_plan(rates: list[float], repeats: int) -> list[tuple[str, float]]:
+    """(label, rate) of every step: the one at the p99 target's rate ``repeats`` times in a row
+    (``50/s``, ``50/s #2``, ...), the others once."""
+    plan = []
+    for rate in rates:
+        times = repeats if rate == TARGET_P99_RATE else 1
+        plan += [(f"{rate:g}/s" + (f" #{k + 1}" if k else ""), rate) for k in range(times)]
+    return plan
+
+
+def _by_rate(steps: list[dict[str, Any]]) -> list[tuple[float, list[dict[str, Any]]]]:
+    """The steps grouped by offered rate, in order of rate."""
+    groups: dict[float, list[dict[str, Any]]] = {}
+    for step in steps:
+        groups.setdefault(step["offered_rate"], []).append(step)
+    return sorted(groups.items())
+
+
+def _median_step(group: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The step whose p99 of ``key`` is the median of ``group``'s (the lower one of an even
+    count; a step without that figure counts as the worst)."""
+    ranked = sorted(group, key=lambda s: _p(s["stages_ms"].get(key, {}), "p99") or math.inf)
+    return ranked[(len(ranked) - 1) // 2]
+
+
 def _service_rss(step: dict[str, Any]) -> dict[str, float]:
     return {name: p["rss_peak_mib"] for name, p in step["processes"].items()
             if name.split("#")[0] in SERVICES}
@@ -54,12 +79,18 @@ def conclusions(results: dict[str, Any]) -> dict[str, Any]:
     if at50 is not None and abs(at50["offered_rate"] - TARGET_P99_RATE) > 0.2 * TARGET_P99_RATE:
         at50 = None  # no step near 50/s: not measured
     if at50 is not None:
-        # as the target says: the partners' own delay excluded (bench/stats.py, partner_seconds)
-        p99 = _p(at50["stages_ms"].get("accepted_to_delivered_own", {}), "p99")
-        with_partners = _p(at50["stages_ms"]["accepted_to_delivered"], "p99")
+        # every step at that rate (--repeats): met only if each one's p99 is under 1 s. As the
+        # target says, the partners' own delay excluded (bench/stats.py, partner_seconds).
+        group = [s for s in steps if s["offered_rate"] == at50["offered_rate"]]
+        own = "accepted_to_delivered_own"
+        each = {s["label"]: _p(s["stages_ms"].get(own, {}), "p99") for s in group}
+        at50 = _median_step(group, own)
+        under = sum(1 for v in each.values() if v is not None and v < TARGET_P99_MS)
         out["target_p99_delivered_under_1s_at_50"] = {
-            "step": at50["label"], "p99_ms": p99, "p99_ms_partners_included": with_partners,
-            "met": p99 is not None and p99 < TARGET_P99_MS}
+            "step": at50["label"], "p99_ms": each[at50["label"]],  # the median step's
+            "p99_ms_partners_included": _p(at50["stages_ms"]["accepted_to_delivered"], "p99"),
+            "p99_ms_each": each, "steps_under_1s": under,
+            "met": under == len(group)}
     rss: dict[str, float] = {}
     for step in [*steps, *(results.get("extra_steps") or [])]:
         for name, mib in _service_rss(step).items():
@@ -206,9 +237,12 @@ def target_lines(results: dict[str, Any]) -> list[str]:
                  f"{c['max_sustained_lifecycles_per_s']}/s; peak {c['peak_completed_per_s']}/s)")
     if "target_p99_delivered_under_1s_at_50" in c:
         t = c["target_p99_delivered_under_1s_at_50"]
+        each = t.get("p99_ms_each") or {t["step"]: t["p99_ms"]}
+        of = (f"{t.get('steps_under_1s', int(t['met']))} of {len(each)} steps under 1 s: "
+              + ", ".join(f"{_num(v)}" for v in each.values()) + " ms; " if len(each) > 1 else "")
         lines.append(f"  p99 accepted -> delivered < 1 s at 50/s, the partners' own delay excluded: "
-                     f"{mark(t['met'])} ({t['step']}: {_num(t['p99_ms'])} ms; with the partners' "
-                     f"delay {_num(t.get('p99_ms_partners_included'))} ms)")
+                     f"{mark(t['met'])} ({of}{t['step']}: {_num(t['p99_ms'])} ms; with the "
+                     f"partners' delay {_num(t.get('p99_ms_partners_included'))} ms)")
     t = c["target_rss_under_200mib"]
     lines.append(f"  every service < 200 MiB RSS: {mark(t['met'])} ("
                  + ", ".join(f"{k} {v:.0f}" for k, v in t["peak_mib"].items()) + ")")
@@ -226,9 +260,13 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     steps = results.get("steps", [])
     if not steps:
         return False
-    offered = [s["offered_rate"] for s in steps]
+    groups = _by_rate(steps)
+    offered = [rate for rate, _ in groups]
+    # one point per rate (a repeated step: its median one), the repeats' own points beside it
+    medians = [_median_step(group, "accepted_to_delivered_own") for _, group in groups]
+    repeated = [s for _, group in groups if len(group) > 1 for s in group]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    left.plot(offered, [s["completed_per_s"] for s in steps], "o-", label="completed lifecycles/s")
+    left.plot(offered, [s["completed_per_s"] for s in medians], "o-", label="completed lifecycles/s")
     left.plot(offered, offered, "--", color="grey", label="offered")
     left.set_xlabel("offered load (lifecycles/s)")
     left.set_ylabel("lifecycles/s")
@@ -240,9 +278,13 @@ def chart(results: dict[str, Any], path: Path) -> bool:
                                "C2"),
                               ("accepted_to_all_notified", "accepted -> every WhatsApp sent", "C1")):
         for q, style in (("p99", "o-"), ("p50", "s:")):
-            ys = [_p(s["stages_ms"].get(key, {}), q) for s in steps]
+            ys = [_p(s["stages_ms"].get(key, {}), q) for s in medians]
             right.plot(offered, [y if y is not None else float("nan") for y in ys], style,
                        color=color, label=f"{q} {label}")
+        if repeated and key == "accepted_to_delivered_own":
+            right.plot([s["offered_rate"] for s in repeated],
+                       [_p(s["stages_ms"].get(key, {}), "p99") or float("nan") for s in repeated],
+                       "x", color=color, label="p99 of each repeated step")
     right.axhline(TARGET_P99_MS, color="red", linewidth=0.8, linestyle="--", label="1 s target")
     right.set_yscale("log")
     right.set_xlabel("offered load (lifecycles/s)")
