@@ -58,3 +58,14 @@ def test_a_single_step_reads_as_before() -> None:
     c = report.conclusions({"steps": steps})
     line = next(x for x in report.target_lines({"conclusions": c}) if "< 1 s" in x)
     assert line.endswith("met (50/s: 989 ms; with the partners' delay 1,012 ms)")
+
+
+def test_a_step_that_finished_everything_but_sent_late_says_so() -> None:
+    late = {**_step("scale-out 30/s", 30, 700), "kept_up": False, "drained": True, "shed": 0,
+            "achieved_rate": 30.05, "completed_per_s": 29.9, "late_sends": 7, "planned": 600,
+            "concurrency_bound_reached": 0}
+    assert report.why_not_kept_up(late) == "7 of 600 sends late"
+    behind = {**late, "completed_per_s": 20.0}
+    assert report.why_not_kept_up(behind) == "fell behind"
+    assert report.why_not_kept_up({**behind, "shed": 3}) == "shed 3 with 429"
+    assert report.why_not_kept_up({**behind, "error_total": 1}) == "errors"
