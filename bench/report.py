@@ -50,7 +50,11 @@ def _by_rate(steps: list[dict[str, Any]]) -> list[tuple[float, list[dict[str, An
 def _median_step(group: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """The step whose p99 of ``key`` is the median of ``group``'s (the lower one of an even
     count; a step without that figure counts as the worst)."""
-    ranked = sorted(group, key=lambda s: _p(s["stages_ms"].get(key, {}), "p99") or math.inf)
+    def p99(step: dict[str, Any]) -> float:
+        value = _p(step["stages_ms"].get(key, {}), "p99")
+        return math.inf if value is None else value
+
+    ranked = sorted(group, key=p99)
     return ranked[(len(ranked) - 1) // 2]
 
 
