@@ -176,20 +176,20 @@ async def sweep_leftovers(bootstrap: str, directory: Path = leftovers.RECORDS) -
     """Stop the processes and drop what killed runs on ``bootstrap`` and our PostgreSQL left
     (bench/leftovers.py): one line per run."""
     doomed, kept = leftovers.orphaned(bootstrap, leftovers.server_of(ADMIN_DSN), directory)
+    # the processes first, a kept run's too: they hold the database's connections and poll its
+    # topics
+    stopped = {r.run_id: leftovers.stop(leftovers.processes_of(r.prefix)) for r in [*doomed, *kept]}
     lines = []
     for record in doomed:
-        # the processes first: they hold the database's connections and poll its topics
-        stopped = leftovers.stop(leftovers.processes_of(record.prefix))
         topics_deleted = await _drop(bootstrap, record.database, record.prefix)
         record.remove()
-        lines.append(f"swept run {record.run_id} (process {record.pid} gone): {stopped} leftover "
-                     f"processes stopped, database {record.database or '-'}, {topics_deleted} "
-                     f"topics {record.prefix}*")
+        lines.append(f"swept run {record.run_id} (process {record.pid} gone): "
+                     f"{stopped[record.run_id]} leftover processes stopped, database "
+                     f"{record.database or '-'}, {topics_deleted} topics {record.prefix}*")
     for record in kept:
-        stopped = leftovers.stop(leftovers.processes_of(record.prefix))
         lines.append(f"kept (--keep) run {record.run_id}: database {record.database}, topics "
                      f"{record.prefix}*; drop them by hand, then delete {record.path}"
-                     + (f" ({stopped} leftover processes stopped)" if stopped else ""))
+                     + (f" ({n} leftover processes stopped)" if (n := stopped[record.run_id]) else ""))
     return lines
 
 
