@@ -252,6 +252,7 @@ class ProcSampler:
         self._windows: list[ProcWindow] = []
         self._task: asyncio.Task[None] | None = None
         self.refresh: Callable[[], Any] | None = None  # async callable returning {name: [pids]}
+        self.probes: list[tuple[float, float]] = []  # (time, speed_probe_ms())
 
     def track(self, groups: dict[str, list[int]]) -> None:
         self.groups = {name: [p for p in pids if p] for name, pids in groups.items()}
@@ -303,6 +304,7 @@ class ProcSampler:
                 with contextlib.suppress(Exception):
                     self.track(await self.refresh())
             self.sample()
+            self.probes.append((time.time(), speed_probe_ms()))
             ticks += 1
             await asyncio.sleep(self.interval_s)
 
@@ -349,6 +351,18 @@ class ProcSampler:
         return out
 
 
+def probe_summary(probes: list[tuple[float, float]], t0: float, t1: float) -> dict[str, Any]:
+    """The host's speed over [t0, t1] (``speed_probe_ms``): median and spread of the probes."""
+    values = sorted(ms for t, ms in probes if t0 <= t <= t1)
+    if not values:
+        return {"n": 0}
+
+    def at(q: float) -> float:
+        return round(values[min(len(values) - 1, int(q * len(values)))], 2)
+
+    return {"n": len(values), "median_ms": at(0.5), "p10_ms": at(0.1), "p90_ms": at(0.9)}
+
+
 async def pg_counters(conn: asyncpg.Pool | asyncpg.Connection, database: str) -> dict[str, int]:
     """The run database's committed transactions (read-only ones too) and rows written, and the
     server's WAL flushes (``wal_sync``: cluster-wide, so other databases' writes count too)."""
@@ -362,3 +376,20 @@ async def pg_counters(conn: asyncpg.Pool | asyncpg.Connection, database: str) ->
 
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+
+def speed_probe_ms(iterations: int = 20_000) -> float:
+    """CPU milliseconds this process takes for a fixed loop of Python arithmetic (about 1 ms).
+
+    The host's speed is not constant: on this 2-core virtual machine, idle, the same loop took
+    anywhere from 46 to 97 ms (x1,000) within seconds, because the physical cores are shared with
+    other tenants. Every process's CPU per lifecycle rises and falls with it, and so does the tail
+    latency of a step near saturation. The probe runs with the process sampler, once a second,
+    and each step reports its median (``host_probe``), so runs can be compared knowing how fast the
+    host was. CPU time, not wall time: waiting for a core (our own load, or steal) does not count."""
+    t0 = time.process_time()
+    total = 0
+    for i in range(iterations):
+        total += i * i
+    return (time.process_time() - t0) * 1000

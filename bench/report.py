@@ -203,6 +203,7 @@ def table(results: dict[str, Any]) -> str:
     if idle:
         lines += ["", "Idle (no load), CPU cores: " + ", ".join(
             f"{n} {p['cores']:.3f}" for n, p in idle["processes"].items())]
+    lines += host_lines(results, steps)
     lines += ["", *baseline_lines(results), "", *target_lines(results)]
     scale = results.get("scale_out")
     if scale:
@@ -213,6 +214,20 @@ def table(results: dict[str, Any]) -> str:
                   f"missing {c['missing_messages']}, printed twice {c['requests_printed_twice']}, "
                   f"numbers reused {c['numbers_used_twice']}, members {c['group_members']}")]
     return "\n".join(lines)
+
+
+def host_lines(results: dict[str, Any], steps: list[dict[str, Any]]) -> list[str]:
+    """How fast the host was: a fixed loop's CPU ms (bench/observe.py, ``speed_probe_ms``)."""
+    start = results.get("environment", {}).get("host_probe_ms_at_start")
+    probed = [(s["label"], s["host_probe"]) for s in steps if s.get("host_probe", {}).get("n")]
+    if start is None and not probed:
+        return []
+    title = ("Host speed: CPU ms of a fixed loop, median (p10-p90); higher is a slower host, and"
+             " every process's CPU per lifecycle rises with it")
+    return ["", title,
+            "  " + ", ".join(([f"at start {start:.2f}"] if start is not None else [])
+                             + [f"{label} {p['median_ms']:.2f} ({p['p10_ms']:.2f}-{p['p90_ms']:.2f})"
+                                for label, p in probed])]
 
 
 def baseline_lines(results: dict[str, Any]) -> list[str]:

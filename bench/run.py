@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from collections import Counter
@@ -21,7 +22,15 @@ from tqdm import tqdm
 
 from bench import baselines, profiling, stats
 from bench.load import Applicants, Generator, Lifecycle, OperatorRobot
-from bench.observe import KafkaTap, LagSampler, ProcSampler, loadavg, pg_counters
+from bench.observe import (
+    KafkaTap,
+    LagSampler,
+    ProcSampler,
+    loadavg,
+    pg_counters,
+    probe_summary,
+    speed_probe_ms,
+)
 from bench.rawhttp import RawHttp
 from bench.stack import Stack, kafka_pid, postgres_pids
 from deploy.local.system import SERVICES
@@ -331,6 +340,7 @@ class Run:
                 "log_lines": self._log_levels(logs0),
             },
             "processes": processes,
+            "host_probe": probe_summary(self.procs.probes, t0, t_end),
             "cpu_ms_per_lifecycle": {
                 "ketanmu_services": per_lifecycle(KETANMU),
                 "sandbox": per_lifecycle({"sandbox"}),
@@ -395,8 +405,10 @@ class Run:
     async def idle(self, seconds: float) -> dict[str, Any]:
         self.procs.track(await self._processes())
         window = self.procs.open_window()
+        t0 = time.time()
         await asyncio.sleep(seconds)
-        return {"seconds": seconds, "processes": self.procs.close_window(window)}
+        return {"seconds": seconds, "processes": self.procs.close_window(window),
+                "host_probe": probe_summary(self.procs.probes, t0, time.time())}
 
     # --- scale-out ------------------------------------------------------------------------------
 
@@ -535,5 +547,7 @@ def environment(options: Options) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "loadavg_at_start": loadavg(),
+        # the host's speed before anything starts (observe.speed_probe_ms; steps: host_probe)
+        "host_probe_ms_at_start": round(statistics.median(speed_probe_ms() for _ in range(15)), 2),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()},
     }

@@ -69,3 +69,21 @@ def test_a_step_that_finished_everything_but_sent_late_says_so() -> None:
     assert report.why_not_kept_up(behind) == "fell behind"
     assert report.why_not_kept_up({**behind, "shed": 3}) == "shed 3 with 429"
     assert report.why_not_kept_up({**behind, "error_total": 1}) == "errors"
+
+
+def test_the_report_says_how_fast_the_host_was_in_each_step() -> None:
+    steps = [_step("10/s", 10, 400), _step("50/s", 50, 900)]
+    steps[0]["host_probe"] = {"n": 30, "median_ms": 1.21, "p10_ms": 1.1, "p90_ms": 1.5}
+    steps[1]["host_probe"] = {"n": 30, "median_ms": 2.02, "p10_ms": 1.8, "p90_ms": 2.4}
+    lines = report.host_lines({"environment": {"host_probe_ms_at_start": 1.18}}, steps)
+    assert lines[-1] == "  at start 1.18, 10/s 1.21 (1.10-1.50), 50/s 2.02 (1.80-2.40)"
+    assert report.host_lines({}, [_step("10/s", 10, 400)]) == []  # a run from before the probe
+
+
+def test_the_probe_summary_takes_the_window_s_probes_only() -> None:
+    from bench.observe import probe_summary, speed_probe_ms
+
+    probes = [(float(t), float(t)) for t in range(10)]
+    assert probe_summary(probes, 2, 6) == {"n": 5, "median_ms": 4.0, "p10_ms": 2.0, "p90_ms": 6.0}
+    assert probe_summary(probes, 20, 30) == {"n": 0}
+    assert speed_probe_ms(1_000) > 0
