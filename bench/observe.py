@@ -25,6 +25,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.stats import percentile
 from shared.contracts import topics
 
 
@@ -353,14 +354,11 @@ class ProcSampler:
 
 def probe_summary(probes: list[tuple[float, float]], t0: float, t1: float) -> dict[str, Any]:
     """The host's speed over [t0, t1] (``speed_probe_ms``): median and spread of the probes."""
-    values = sorted(ms for t, ms in probes if t0 <= t <= t1)
+    values = [ms for t, ms in probes if t0 <= t <= t1]
     if not values:
         return {"n": 0}
-
-    def at(q: float) -> float:
-        return round(values[min(len(values) - 1, int(q * len(values)))], 2)
-
-    return {"n": len(values), "median_ms": at(0.5), "p10_ms": at(0.1), "p90_ms": at(0.9)}
+    return {"n": len(values), **{f"{name}_ms": round(percentile(values, q), 2)
+                                 for name, q in (("median", 0.5), ("p10", 0.1), ("p90", 0.9))}}
 
 
 async def pg_counters(conn: asyncpg.Pool | asyncpg.Connection, database: str) -> dict[str, int]:
@@ -378,16 +376,15 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-
 def speed_probe_ms(iterations: int = 20_000) -> float:
     """CPU milliseconds this process takes for a fixed loop of Python arithmetic (about 1 ms).
 
-    The host's speed is not constant: on this 2-core virtual machine, idle, the same loop took
-    anywhere from 46 to 97 ms (x1,000) within seconds, because the physical cores are shared with
-    other tenants. Every process's CPU per lifecycle rises and falls with it, and so does the tail
-    latency of a step near saturation. The probe runs with the process sampler, once a second,
-    and each step reports its median (``host_probe``), so runs can be compared knowing how fast the
-    host was. CPU time, not wall time: waiting for a core (our own load, or steal) does not count."""
+    The host's speed is not constant: on this 2-core virtual machine, idle, a loop of a million
+    such iterations took anywhere from 46 to 97 ms of CPU within seconds: the physical cores are
+    shared with other tenants. The probe runs with the process sampler, once a second, and each
+    step reports its median and spread (``host_probe``), so runs can be compared knowing how fast
+    the host was. CPU time, not wall time: waiting for a core (our own load, or steal) does not
+    count; what our own load does to the caches does, a little."""
     t0 = time.process_time()
     total = 0
     for i in range(iterations):

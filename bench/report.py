@@ -219,15 +219,28 @@ def table(results: dict[str, Any]) -> str:
 def host_lines(results: dict[str, Any], steps: list[dict[str, Any]]) -> list[str]:
     """How fast the host was: a fixed loop's CPU ms (bench/observe.py, ``speed_probe_ms``)."""
     start = results.get("environment", {}).get("host_probe_ms_at_start")
+    idle = (results.get("idle") or {}).get("host_probe", {})
     probed = [(s["label"], s["host_probe"]) for s in steps if s.get("host_probe", {}).get("n")]
     if start is None and not probed:
         return []
-    title = ("Host speed: CPU ms of a fixed loop, median (p10-p90); higher is a slower host, and"
-             " every process's CPU per lifecycle rises with it")
-    return ["", title,
-            "  " + ", ".join(([f"at start {start:.2f}"] if start is not None else [])
-                             + [f"{label} {p['median_ms']:.2f} ({p['p10_ms']:.2f}-{p['p90_ms']:.2f})"
-                                for label, p in probed])]
+    cells = [f"before the run {start:.2f}"] if start is not None else []
+    cells += [f"{label} {p['median_ms']:.2f} ({p['p10_ms']:.2f}-{p['p90_ms']:.2f})"
+              for label, p in ([("idle", idle)] if idle.get("n") else []) + probed]
+    return ["", ("Host speed: CPU ms of a fixed loop, median (p10-p90) of one probe a second; higher"
+                 " is slower cores (other tenants on the host; a little our own load), and every"
+                 " process's CPU per lifecycle rises with it"),
+            *_rows(cells, 100)]
+
+
+def _rows(cells: list[str], width: int) -> list[str]:
+    """``cells`` joined by commas, a new indented line before one would pass ``width``."""
+    rows: list[str] = []
+    for cell in cells:
+        if rows and len(rows[-1]) + len(cell) + 2 <= width:
+            rows[-1] += f", {cell}"
+        else:
+            rows.append(f"  {cell}")
+    return rows
 
 
 def baseline_lines(results: dict[str, Any]) -> list[str]:

@@ -75,8 +75,12 @@ def test_the_report_says_how_fast_the_host_was_in_each_step() -> None:
     steps = [_step("10/s", 10, 400), _step("50/s", 50, 900)]
     steps[0]["host_probe"] = {"n": 30, "median_ms": 1.21, "p10_ms": 1.1, "p90_ms": 1.5}
     steps[1]["host_probe"] = {"n": 30, "median_ms": 2.02, "p10_ms": 1.8, "p90_ms": 2.4}
-    lines = report.host_lines({"environment": {"host_probe_ms_at_start": 1.18}}, steps)
-    assert lines[-1] == "  at start 1.18, 10/s 1.21 (1.10-1.50), 50/s 2.02 (1.80-2.40)"
+    idle = {"n": 5, "median_ms": 1.2, "p10_ms": 1.0, "p90_ms": 1.3}
+    lines = report.host_lines({"environment": {"host_probe_ms_at_start": 1.18},
+                               "idle": {"host_probe": idle}}, steps)
+    expected = ("  before the run 1.18, idle 1.20 (1.00-1.30), 10/s 1.21 (1.10-1.50), 50/s"
+                " 2.02 (1.80-2.40)")
+    assert lines[2:] == [expected]
     assert report.host_lines({}, [_step("10/s", 10, 400)]) == []  # a run from before the probe
 
 
@@ -84,6 +88,7 @@ def test_the_probe_summary_takes_the_window_s_probes_only() -> None:
     from bench.observe import probe_summary, speed_probe_ms
 
     probes = [(float(t), float(t)) for t in range(10)]
-    assert probe_summary(probes, 2, 6) == {"n": 5, "median_ms": 4.0, "p10_ms": 2.0, "p90_ms": 6.0}
+    # the same interpolated percentiles as every other figure of the benchmark (bench/stats.py)
+    assert probe_summary(probes, 2, 6) == {"n": 5, "median_ms": 4.0, "p10_ms": 2.4, "p90_ms": 5.6}
     assert probe_summary(probes, 20, 30) == {"n": 0}
     assert speed_probe_ms(1_000) > 0
