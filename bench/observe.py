@@ -5,7 +5,8 @@
   letters, document numbers.
 * ``LagSampler``: each consumer group's lag, committed offsets against end offsets.
 * ``ProcSampler``: CPU seconds and peak RSS of every process: the services, the sandbox, the Kafka
-  JVM, PostgreSQL's backends for the run's database and its background processes, the benchmark.
+  JVM, PostgreSQL's backends for the run's database and its background processes, the benchmark;
+  and once a second the host's speed (``speed_probe_ms``: a fixed loop's CPU time).
 """
 
 from __future__ import annotations
