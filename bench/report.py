@@ -227,8 +227,8 @@ def host_lines(results: dict[str, Any], steps: list[dict[str, Any]]) -> list[str
     cells += [f"{label} {p['median_ms']:.2f} ({p['p10_ms']:.2f}-{p['p90_ms']:.2f})"
               for label, p in ([("idle", idle)] if idle.get("n") else []) + probed]
     return ["", ("Host speed: CPU ms of a fixed loop, median (p10-p90) of one probe a second; higher"
-                 " is slower cores (other tenants on the host; a little our own load), and every"
-                 " process's CPU per lifecycle rises with it"),
+                 " is slower cores (other tenants on the host; a little our own load): compare runs"
+                 " at a similar speed"),
             *_rows(cells, 100)]
 
 
