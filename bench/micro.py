@@ -10,6 +10,9 @@ of the client (this process) and of the PostgreSQL backends, on the local Postgr
 * http: a JSON POST to a local uvicorn app (h11, and httptools when installed), 16 at a time,
   from httpx (pool of 32 and of 4 connections), the benchmark's raw keep-alive client, and aiohttp
   when installed: CPU per request of the client and of the server.
+* registration: intake's ``registration.register`` (the whole use case: its statements, its
+  transaction) for fresh applicants, one at a time, on a pool like the service's: CPU per
+  registration of the client and of PostgreSQL.
 * kafka: a consumer of 8 topics fed 50 messages/s with aiokafka's default fetch settings, with
   batched fetches, and with fewer partitions: its CPU and the broker's per message.
 """
@@ -277,6 +280,41 @@ async def kafka_fetch(bootstrap: str, seconds: float, rate: float = 50.0) -> lis
     return out
 
 
+async def registration(dsn: str, n: int) -> list[dict[str, Any]]:
+    import random
+    from pathlib import Path
+
+    import services.intake
+    from deploy.local.demo import sample_request
+    from services.intake import registration as intake_registration
+    from services.intake.inputs import RegistrationIn
+    from services.intake.settings import IntakeSettings
+    from shared.db.pool import create_pool, migrate
+
+    schema = "intake"
+    await migrate(dsn, schema, Path(services.intake.__file__).parent / "migrations")
+    # quota high enough for every registration of the run (the default is an office's day)
+    settings = IntakeSettings(daily_quota_default=10 * n + 1000)
+    caller = intake_registration.Caller(channel="web", intake_via="web", causation_id="micro")
+    rng = random.Random(7)
+    bodies = [RegistrationIn.model_validate(sample_request(rng)) for _ in range(n + 50)]
+    pool = await create_pool(dsn, schema, min_size=1, max_size=1)
+    pids = [await pool.fetchval("SELECT pg_backend_pid()")]
+    fresh = iter(range(len(bodies)))  # warm-up and run: every applicant registers once
+
+    async def register(_: int) -> None:
+        i = next(fresh)
+        async with pool.acquire() as conn:
+            done = await intake_registration.register(conn, settings=settings, schema=schema,
+                                                      body=bodies[i], caller=caller,
+                                                      idempotency_key=f"micro-{i}")
+        assert not done.replayed
+
+    out = [await _measure("a registration (fresh applicant, Idempotency-Key)", n, register, pids)]
+    await pool.close()
+    return out
+
+
 async def main_async(n: int, only: str | None, bootstrap: str) -> None:
     if only in (None, "postgres"):
         database = await create_database("ketanmu_micro")
@@ -286,6 +324,14 @@ async def main_async(n: int, only: str | None, bootstrap: str) -> None:
             await pool_reset(dsn, n)
             print("consumer: applying events")
             await inbox(dsn, n)
+        finally:
+            await drop_database(database)
+    if only in (None, "postgres", "registration"):
+        database = await create_database("ketanmu_micro")
+        dsn = dsn_for(database)
+        try:
+            print("intake: registering")
+            await registration(dsn, n)
         finally:
             await drop_database(database)
     if only in (None, "http"):
@@ -299,7 +345,7 @@ async def main_async(n: int, only: str | None, bootstrap: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.micro")
     parser.add_argument("--n", type=int, default=2000, help="operations per case")
-    parser.add_argument("--only", choices=["postgres", "http", "kafka"])
+    parser.add_argument("--only", choices=["postgres", "registration", "http", "kafka"])
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS",
                                                               "127.0.0.1:9092"))
     args = parser.parse_args(argv)

@@ -1,9 +1,11 @@
 """Registering a request: one use case for the web form, operators and the WhatsApp conversation.
 
-In one transaction: the Idempotency-Key replay, the "one open request per applicant and document"
-rule, a place in the day's capacity, the request row, its first timeline entry and the
-``request-registered`` event in the outbox. Refusals are exceptions the caller turns into an HTTP
-problem or a WhatsApp reply; nothing is written when one is raised.
+In one call to PostgreSQL, so in one transaction (``repository.register_request``): the
+Idempotency-Key replay, the "one open request per applicant and document" rule, a place in the
+day's capacity, the request row, its first timeline entry and the ``request-registered`` event in
+the outbox. This module builds the event and decides what each outcome means: refusals are
+exceptions the caller turns into an HTTP problem or a WhatsApp reply; nothing is written when one
+is raised.
 """
 
 from __future__ import annotations
@@ -145,12 +147,12 @@ async def register(
     scoped_key = f"{caller.idempotency_scope}:{idempotency_key}" if idempotency_key else None
     digest = body_digest(body)
     try:
-        async with conn.transaction():
-            return await _register(
-                conn, settings, schema, body, caller, scoped_key, digest, phone_override, now
-            )
+        return await _register(
+            conn, settings, schema, body, caller, scoped_key, digest, phone_override, now
+        )
     except asyncpg.UniqueViolationError as exc:
-        # A concurrent call with the same Idempotency-Key committed first: answer as it did.
+        # A concurrent call with the same Idempotency-Key (and another applicant or document, so
+        # not behind the same lock) committed first: answer as it did.
         if scoped_key and exc.constraint_name == "requests_idempotency_key_key":
             existing = await repository.find_by_idempotency_key(conn, scoped_key)
             if existing is not None:
@@ -177,25 +179,8 @@ async def _register(
 ) -> Registered:
     applicant_phone = phone_override or body.applicant.phone
     nik, document_type = body.applicant.nik, body.document_type
-    # Lock first, in a statement of its own: a concurrent retry of this very request then sees
-    # the first one committed and is answered as a replay, not as "already open". (A lookup in
-    # the same statement would read with the snapshot taken before the lock was granted.)
-    await repository.lock_applicant_document(conn, nik, document_type.value)
     another_person = isinstance(body, OperatorRegistrationIn) and body.another_person
-    existing, open_one = await repository.find_replay_and_open(
-        conn, scoped_key, None if another_person else nik, document_type.value
-    )
-    if existing is not None:
-        return _replay_or_refuse(existing, digest)
-    if open_one is not None:
-        raise OpenRequestExists(
-            tracking_code=open_one["tracking_code"],
-            status=open_one["status"],
-            same_phone=caller.operator_id is not None
-            or open_one["applicant_phone"] == applicant_phone,
-        )
     today = capacity.office_today(now, settings.zone)
-
     request_id = uuid.uuid4()
     correlation_id = str(request_id)  # the applicant's original request: every event carries it
     causation_id = caller.causation_id or str(uuid.uuid4())
@@ -214,8 +199,8 @@ async def _register(
         requirement_documents=REQUIREMENT_DOCUMENTS[document_type],
     )
     # 40 random bits: a clash with an earlier code is unlikely, not impossible over years of
-    # requests. Nothing is looked up first: the insert skips a taken code (its unique constraint)
-    # and reports it, and the request is inserted again with a fresh draw.
+    # requests. Nothing is looked up first: the insert refuses a taken code (its unique
+    # constraint), nothing is written, and the request is registered again with a fresh draw.
     for _ in range(5):
         event = new_event(
             topics.REQUEST_REGISTERED,
@@ -226,27 +211,43 @@ async def _register(
             data=registered,
             occurred_at=now,
         )
-        if await repository.insert_registered(
-            conn,
-            schema=schema,
-            event=event,
-            idempotency_key=scoped_key,
-            body_hash=digest,
-            intake_via=caller.intake_via,
-            registered_by=caller.operator_id,
-            service_date=today,
-        ):
-            break
-        registered = registered.model_copy(update={"tracking_code": new_tracking_code()})
+        try:
+            # One call, one implicit transaction (repository.register_request): the lock on the
+            # applicant and document type, the replay and open-request lookups, the day's
+            # capacity (the counter never refuses an operator at the counter), and the writes.
+            done = await repository.register_request(
+                conn,
+                schema=schema,
+                event=event,
+                idempotency_key=scoped_key,
+                open_nik=None if another_person else nik,
+                body_hash=digest,
+                intake_via=caller.intake_via,
+                registered_by=caller.operator_id,
+                service_date=today,
+                quota=quota_of(settings, document_type, today),
+                enforce_quota=caller.operator_id is None,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "requests_tracking_code_key":
+                raise
+            registered = registered.model_copy(update={"tracking_code": new_tracking_code()})
+            continue
+        break
     else:
         raise RuntimeError("no unused tracking code after 5 draws")
-    # The day's counter last: its row is the one every registration of the day and document
-    # updates, and it stays locked until the commit. Taken first, it serialised registrations
-    # behind each other's whole transaction (13 ms per upsert at 50/s, in pg_stat_statements).
-    # Refused, the transaction rolls back and nothing above is kept.
-    quota = quota_of(settings, document_type, today)
-    enforce = caller.operator_id is None  # the counter is never turned away
-    if not await repository.take_capacity(conn, today, document_type.value, quota, enforce):
+    if done.outcome == "replay":
+        assert done.earlier is not None
+        return _replay_or_refuse(done.earlier, digest)
+    if done.outcome == "open":
+        assert done.earlier is not None
+        raise OpenRequestExists(
+            tracking_code=done.earlier["tracking_code"],
+            status=done.earlier["status"],
+            same_phone=caller.operator_id is not None
+            or done.earlier["applicant_phone"] == applicant_phone,
+        )
+    if done.outcome == "quota_full":
         raise DailyQuotaFull(today, await next_day_with_room(conn, settings, document_type, today))
     return Registered(
         request_id=request_id,

@@ -11,56 +11,57 @@ from typing import NamedTuple
 import asyncpg
 
 from shared.contracts.events import Envelope, RequestRegistered
-from shared.outbox import queue_args, queue_cte
+from shared.outbox import queue_args
 
 from .domain import TERMINAL
 
-_OPEN = "status NOT IN ('delivered', 'returned_to_office', 'rejected')"
 _TERMINAL = sorted(TERMINAL)
 
 
-# The request row, its first timeline entry and its ``request-registered`` event in the outbox, in
-# one statement (one round trip instead of three). Both follow the request row: a drawn tracking
-# code that is already taken inserts nothing at all (ON CONFLICT on that constraint only; a clash
-# on idempotency_key still raises) and the caller draws another, with no pre-check per
-# registration.
-_INSERT_REGISTERED = """
-WITH request AS (
-    INSERT INTO requests (request_id, tracking_code, document_type, channel, applicant_name,
-        applicant_nik, applicant_phone, delivery, cod_fee, requirement_documents, status,
-        correlation_id, idempotency_key, body_hash, phone_last4, intake_via, registered_by,
-        service_date)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb, 'registered', $11, $12, $13,
-        right($7, 4), $14, $15, $16)
-    ON CONFLICT (tracking_code) DO NOTHING
-    RETURNING request_id
-), timeline AS (
-    INSERT INTO request_timeline (request_id, event_id, event_type, occurred_at, detail)
-    SELECT request_id, $17::uuid, $18::text, $19::timestamptz, $20::jsonb FROM request
-), """ + queue_cte(21, only_if="request") + """
-SELECT true FROM request
-"""
+class Registration(NamedTuple):
+    """What ``register_request`` did: ``outcome`` is ``registered``, ``replay`` (``earlier`` is the
+    request registered with the Idempotency-Key), ``open`` (``earlier`` is the applicant's open
+    request of that document type) or ``quota_full``."""
+
+    outcome: str
+    earlier: asyncpg.Record | None
 
 
-async def insert_registered(
+_REGISTER = "SELECT * FROM register_request(" + ", ".join(f"${i}" for i in range(1, 31)) + ")"
+
+
+async def register_request(
     conn: asyncpg.Connection,
     *,
     schema: str,
     event: Envelope[RequestRegistered],
     idempotency_key: str | None,
+    open_nik: str | None,
     body_hash: str | None,
     intake_via: str,
     registered_by: str | None,
     service_date: date,
-) -> bool:
-    """Insert the request ``event`` registers, its timeline entry and the event (outbox); False,
-    and nothing written, when its tracking code is already taken."""
+    quota: int,
+    enforce_quota: bool,
+) -> Registration:
+    """One call (migration ``0004_register_in_one_call.sql``): under a lock on the applicant and
+    document type, look up the replay and the open request (``open_nik`` None: not that one),
+    take a place in the day's capacity, and write the request ``event`` registers, its first
+    timeline entry and the event (outbox). A tracking code or Idempotency-Key already taken raises
+    ``asyncpg.UniqueViolationError``; nothing is written unless the outcome is ``registered``."""
     registered = event.data
-    rows = await conn.fetch(
-        _INSERT_REGISTERED,
+    document_type = registered.document_type.value
+    row = await conn.fetchrow(
+        _REGISTER,
+        f"open:{registered.applicant.nik}:{document_type}",
+        idempotency_key,
+        open_nik,
+        document_type,
+        service_date,
+        quota,
+        enforce_quota,
         event.request_id,
         registered.tracking_code,
-        registered.document_type.value,
         registered.channel,
         registered.applicant.name,
         registered.applicant.nik,
@@ -69,54 +70,22 @@ async def insert_registered(
         registered.cod_fee,
         json.dumps(registered.requirement_documents),
         event.correlation_id,
-        idempotency_key,
         body_hash,
         intake_via,
         registered_by,
-        service_date,
         event.event_id,
         event.event_type,
         event.occurred_at,
-        json.dumps({"document_type": registered.document_type.value}),
+        json.dumps({"document_type": document_type}),
         *queue_args([event], schema),
     )
-    return bool(rows)
+    assert row is not None  # the function always answers one row
+    outcome = row["outcome"]
+    return Registration(outcome, row if outcome in ("replay", "open") else None)
 
 
 async def find_by_idempotency_key(conn: asyncpg.Connection, key: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM requests WHERE idempotency_key = $1", key)
-
-
-async def lock_applicant_document(conn: asyncpg.Connection, nik: str, document_type: str) -> None:
-    """Serialise registrations of one (applicant, document type) until the transaction ends, so
-    two at once cannot both see "nothing open" and both register."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"open:{nik}:{document_type}"
-    )
-
-
-_EARLIER = f"""
-SELECT 'replay' AS found, request_id, tracking_code, status, applicant_phone, body_hash,
-    document_type, cod_fee, requirement_documents, service_date, delivery
-FROM requests WHERE idempotency_key = $1
-UNION ALL
-(SELECT 'open', request_id, tracking_code, status, applicant_phone, body_hash,
-    document_type, cod_fee, requirement_documents, service_date, delivery
- FROM requests WHERE applicant_nik = $2 AND document_type = $3 AND {_OPEN}
- ORDER BY created_at LIMIT 1)
-"""
-
-
-async def find_replay_and_open(
-    conn: asyncpg.Connection, idempotency_key: str | None, nik: str | None, document_type: str
-) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
-    """In one round trip: the request registered earlier with ``idempotency_key`` (a replay) and
-    the oldest open request of (``nik``, ``document_type``). None skips a part (= NULL matches
-    nothing)."""
-    if idempotency_key is None and nik is None:
-        return None, None
-    found = {r["found"]: r for r in await conn.fetch(_EARLIER, idempotency_key, nik, document_type)}
-    return found.get("replay"), found.get("open")
 
 
 async def get_request(conn: asyncpg.Connection, request_id: uuid.UUID) -> asyncpg.Record | None:
@@ -212,27 +181,6 @@ async def timeline(conn: asyncpg.Connection, request_id: uuid.UUID) -> list[asyn
 
 
 # ---- capacity ---------------------------------------------------------------------------------
-
-
-async def take_capacity(
-    conn: asyncpg.Connection, day: date, document_type: str, quota: int, enforce: bool
-) -> bool:
-    """Count one request on ``day``; when ``enforce``, only if the day still has room."""
-    if enforce and quota <= 0:
-        return False
-    used = await conn.fetchval(
-        """
-        INSERT INTO daily_capacity AS d (service_date, document_type, used) VALUES ($1, $2, 1)
-        ON CONFLICT (service_date, document_type) DO UPDATE SET used = d.used + 1
-            WHERE NOT $4 OR d.used < $3
-        RETURNING used
-        """,
-        day,
-        document_type,
-        quota,
-        enforce,
-    )
-    return used is not None
 
 
 async def used_between(

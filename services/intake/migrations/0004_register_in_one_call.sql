@@ -1,0 +1,121 @@
+-- A registration's writes in one call (services/intake/registration.py decides what to write and
+-- what a refusal means; this does the locking, the lookups and the writes atomically).
+--
+-- Before, a registration was six round trips: BEGIN, the lock, the lookups, the insert, the day's
+-- counter, COMMIT. Called on its own this is one statement and one implicit transaction, and the
+-- day's counter row is locked only while the function runs, never across a round trip to a
+-- client that the scheduler may have put aside (bench/README.md, eleventh round).
+--
+-- Why a function and not one statement: the lookups must see a registration committed while this
+-- one waited for the lock (a concurrent retry is then answered as a replay, not as "already
+-- open"). A statement reads with the snapshot taken when it started, before the lock was granted;
+-- a VOLATILE function takes a fresh snapshot for each statement it runs.
+--
+-- Outcomes (the first column):
+--   replay     a request registered with this Idempotency-Key: its columns follow
+--   open       the oldest open request of this applicant and document type: its columns follow
+--   quota_full the day has no room left (nothing written)
+--   registered the request, its first timeline entry and its event are written
+-- A tracking code or an Idempotency-Key already taken raises unique_violation: nothing written.
+CREATE FUNCTION register_request(
+    p_lock_key text,            -- serialises registrations of one (applicant, document type)
+    p_idempotency_key text,     -- scoped; NULL: no replay lookup
+    p_open_nik text,            -- NULL: no open-request lookup (a document about another person)
+    p_document_type text,
+    p_service_date date,
+    p_quota integer,
+    p_enforce_quota boolean,    -- false: counted, never refused (operators at the counter)
+    p_request_id uuid,
+    p_tracking_code text,
+    p_channel text,
+    p_applicant_name text,
+    p_applicant_nik text,
+    p_applicant_phone text,
+    p_delivery jsonb,
+    p_cod_fee integer,
+    p_requirement_documents jsonb,
+    p_correlation_id text,
+    p_body_hash text,
+    p_intake_via text,
+    p_registered_by text,
+    p_event_id uuid,            -- the request-registered event: its timeline entry ...
+    p_event_type text,
+    p_occurred_at timestamptz,
+    p_timeline_detail jsonb,
+    p_outbox_event_ids uuid[],  -- ... and its outbox row, as shared.outbox.queue_args gives them
+    p_outbox_topics text[],
+    p_outbox_keys text[],
+    p_outbox_values bytea[],
+    p_outbox_headers text[],
+    p_outbox_channel text
+) RETURNS TABLE (
+    outcome text, request_id uuid, tracking_code text, status text, applicant_phone text,
+    body_hash text, document_type text, cod_fee integer, requirement_documents jsonb,
+    service_date date, delivery jsonb
+) LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_lock_key, 0));
+
+    IF p_idempotency_key IS NOT NULL THEN
+        RETURN QUERY
+            SELECT 'replay', r.request_id, r.tracking_code, r.status, r.applicant_phone,
+                r.body_hash, r.document_type, r.cod_fee, r.requirement_documents, r.service_date,
+                r.delivery
+            FROM requests r WHERE r.idempotency_key = p_idempotency_key;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    IF p_open_nik IS NOT NULL THEN
+        RETURN QUERY
+            SELECT 'open', r.request_id, r.tracking_code, r.status, r.applicant_phone,
+                r.body_hash, r.document_type, r.cod_fee, r.requirement_documents, r.service_date,
+                r.delivery
+            FROM requests r
+            WHERE r.applicant_nik = p_open_nik AND r.document_type = p_document_type
+                AND r.status NOT IN ('delivered', 'returned_to_office', 'rejected')
+            ORDER BY r.created_at LIMIT 1;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    IF p_enforce_quota AND p_quota <= 0 THEN
+        RETURN QUERY SELECT 'quota_full', NULL::uuid, NULL, NULL, NULL, NULL, NULL, NULL::integer,
+            NULL::jsonb, NULL::date, NULL::jsonb;
+        RETURN;
+    END IF;
+    INSERT INTO daily_capacity AS d (service_date, document_type, used)
+    VALUES (p_service_date, p_document_type, 1)
+    ON CONFLICT (service_date, document_type) DO UPDATE SET used = d.used + 1
+        WHERE NOT p_enforce_quota OR d.used < p_quota;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'quota_full', NULL::uuid, NULL, NULL, NULL, NULL, NULL, NULL::integer,
+            NULL::jsonb, NULL::date, NULL::jsonb;
+        RETURN;
+    END IF;
+
+    INSERT INTO requests (request_id, tracking_code, document_type, channel, applicant_name,
+        applicant_nik, applicant_phone, delivery, cod_fee, requirement_documents, status,
+        correlation_id, idempotency_key, body_hash, phone_last4, intake_via, registered_by,
+        service_date)
+    VALUES (p_request_id, p_tracking_code, p_document_type, p_channel, p_applicant_name,
+        p_applicant_nik, p_applicant_phone, p_delivery, p_cod_fee, p_requirement_documents,
+        'registered', p_correlation_id, p_idempotency_key, p_body_hash, right(p_applicant_phone, 4),
+        p_intake_via, p_registered_by, p_service_date);
+    INSERT INTO request_timeline (request_id, event_id, event_type, occurred_at, detail)
+    VALUES (p_request_id, p_event_id, p_event_type, p_occurred_at, p_timeline_detail);
+    -- the same rows as shared/outbox.py's queue_cte writes, and the same wake-up for the relay
+    INSERT INTO outbox (event_id, topic, key, value, headers)
+    SELECT e, t, k, v, h::jsonb
+    FROM unnest(p_outbox_event_ids, p_outbox_topics, p_outbox_keys, p_outbox_values,
+        p_outbox_headers) WITH ORDINALITY AS x(e, t, k, v, h, n)
+    ORDER BY n;
+    PERFORM pg_notify(p_outbox_channel, '');
+
+    RETURN QUERY SELECT 'registered', p_request_id, p_tracking_code, 'registered', NULL, NULL,
+        NULL, NULL::integer, NULL::jsonb, NULL::date, NULL::jsonb;
+END
+$$;
