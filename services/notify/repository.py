@@ -66,9 +66,11 @@ class Accepted:
 
 _UNSENT = "('pending', 'sending', 'unconfirmed')"
 
-# mark_sent for many rows in one statement. The wamid condition is mark_sent's duplicate check
-# (re-evaluated on the locked row's latest version); the EXISTS tell the caller whether callbacks
-# came before the answer (fold them) and whether the recipient's next message may now be due.
+# mark_sent for many rows in one statement, on its own (no BEGIN and COMMIT around it): the common
+# case. The wamid condition is mark_sent's duplicate check (re-evaluated on the locked row's latest
+# version). A row whose wamid already has status callbacks (they came before the answer) is left
+# for mark_sent, which folds them in the same transaction as it marks the row. has_next tells the
+# caller whether the recipient's next message may now be due.
 _MARK_SENT_MANY = f"""
 UPDATE notifications n
 SET status = 'sent', wamid = s.wamid, kind = COALESCE(s.kind, n.kind),
@@ -78,8 +80,8 @@ SET status = 'sent', wamid = s.wamid, kind = COALESCE(s.kind, n.kind),
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
     AS s(id, wamid, kind, template, body)
 WHERE n.id = s.id AND (n.wamid IS NULL OR n.wamid = s.wamid)
-RETURNING n.id, n.request_id, n.status, n.wamid, n.kind, n.wa_status, n.wa_status_at, n.wa_error,
-    EXISTS (SELECT 1 FROM whatsapp_statuses w WHERE w.wamid = n.wamid) AS has_statuses,
+    AND NOT EXISTS (SELECT 1 FROM whatsapp_statuses w WHERE w.wamid = s.wamid)
+RETURNING n.id,
     EXISTS (SELECT 1 FROM notifications e
             WHERE e.request_id = n.request_id AND e.recipient = n.recipient AND e.id <> n.id
               AND e.status IN {_UNSENT}) AS has_next
@@ -87,49 +89,40 @@ RETURNING n.id, n.request_id, n.status, n.wamid, n.kind, n.wa_status, n.wa_statu
 
 
 async def mark_sent_many(conn: asyncpg.Connection, sent: Sequence[Accepted]) -> bool:
-    """``mark_sent`` for many answers at once: one statement in the common case.
+    """``mark_sent`` for many answers at once: one statement, and no transaction, in the common
+    case (every row is marked by it and is committed when it returns).
 
-    Call inside a transaction. Returns whether a message may have become due by it (the next
-    message of a stored one's recipient, or a free text re-armed as a template).
+    The rows it leaves (status callbacks came before the answer; a second wamid for one
+    notification; one notification twice in ``sent``) are stored one at a time by ``mark_sent``,
+    in one transaction. Returns whether a message may have become due by it (the next message of
+    a stored one's recipient, or a free text re-armed as a template).
     """
     if not sent:
         return False
     if len({a.notification_id for a in sent}) < len(sent):
         # one notification twice (claimed again while its first answer waited for the
         # database): one at a time, so the second is reported as the duplicate it is
-        for a in sent:
-            await mark_sent(conn, a.notification_id, a.wamid, kind=a.kind, template=a.template,
-                            body=a.body)
-        return True
-    ordered = sorted(sent, key=lambda a: a.notification_id)  # one lock order
-    notes = await conn.fetch(
-        _MARK_SENT_MANY,
-        [a.notification_id for a in ordered],
-        [a.wamid for a in ordered],
-        [a.kind for a in ordered],
-        [a.template for a in ordered],
-        [a.body for a in ordered],
-    )
-    due = False
-    for note in notes:
-        due = due or note["has_next"]
-        if note["has_statuses"]:
-            due = bool(await _fold_statuses(conn, note)) or due  # callbacks before the answer
-    if len(notes) < len(ordered):
+        left: Sequence[Accepted] = sent
+        due = False
+    else:
+        ordered = sorted(sent, key=lambda a: a.notification_id)  # one lock order
+        notes = await conn.fetch(
+            _MARK_SENT_MANY,
+            [a.notification_id for a in ordered],
+            [a.wamid for a in ordered],
+            [a.kind for a in ordered],
+            [a.template for a in ordered],
+            [a.body for a in ordered],
+        )
+        due = any(note["has_next"] for note in notes)
         stored = {note["id"] for note in notes}
         left = [a for a in ordered if a.notification_id not in stored]
-        rows = await conn.fetch(
-            "SELECT id, request_id, wamid FROM notifications WHERE id = ANY($1::bigint[])",
-            [a.notification_id for a in left],
-        )
-        current = {row["id"]: row for row in rows}
-        for a in left:
-            row = current.get(a.notification_id)
-            if row is not None and row["wamid"] is not None and row["wamid"] != a.wamid:
-                log.error(
-                    "a second message was accepted for one notification (the duplicate window)",
-                    request_id=str(row["request_id"]), wamid=a.wamid, first_wamid=row["wamid"],
-                )
+    if left:
+        async with conn.transaction():
+            for a in left:
+                await mark_sent(conn, a.notification_id, a.wamid, kind=a.kind,
+                                template=a.template, body=a.body)
+        due = True  # a fold may have re-armed a text, a successor may be due: let the sender look
     return due
 
 

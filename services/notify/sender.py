@@ -32,8 +32,9 @@ earlier row of the same request and recipient is still unsent. A message waits u
 is known (request-registered can be consumed after a later event).
 
 **Batches** (CPU: a transaction costs more than the row it writes). Answers go to an in-memory
-queue; one task (``SentStore``) stores everything queued in one transaction
-(``repository.mark_sent_many``: one UPDATE over arrays), as soon as the previous store is done, so
+queue; one task (``SentStore``) stores everything queued at once (``repository.mark_sent_many``:
+one UPDATE over arrays, on its own without BEGIN and COMMIT unless status callbacks came before an
+answer), as soon as the previous store is done, so
 a lone answer is stored at once. A recipient's next message becomes due only when that commits,
 so the store then wakes the sender: when a stored row has an unsent successor, or when a claim
 ran while the store was pending (it may have missed a successor noted meanwhile). The sender
@@ -206,8 +207,8 @@ async def sender_loop(rt: Runtime) -> None:
 class SentStore:
     """Accepted sends waiting to be stored, and the one task that stores them.
 
-    Everything queued while the previous store ran is stored in one transaction
-    (``mark_sent_many``). The database being away is retried here, never by sending again.
+    Everything queued while the previous store ran is stored at once (``mark_sent_many``: one
+    statement in the common case). The database being away is retried here, never by sending again.
     """
 
     def __init__(self, rt: Runtime, wake: asyncio.Event) -> None:
@@ -262,11 +263,12 @@ class SentStore:
                 self.wake.set()
 
     async def _store(self, batch: list[tuple[Accepted, int]]) -> bool:
-        """Store ``batch`` in one transaction; True if a message may have become due by it."""
+        """Store ``batch`` (one statement in the common case: ``mark_sent_many``); True if a
+        message may have become due by it."""
         delay = 0.2
         while True:
             try:
-                async with self.rt.pool.acquire() as conn, conn.transaction():
+                async with self.rt.pool.acquire() as conn:
                     return await mark_sent_many(conn, [a for a, _ in batch])
             except TRANSIENT_DB_ERRORS as exc:
                 log.warning("sent messages not stored yet, retrying", error=repr(exc),

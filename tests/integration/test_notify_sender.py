@@ -168,18 +168,33 @@ def all_sent(pool: asyncpg.Pool, count: int) -> Callable[[], Any]:
     return check
 
 
+class _Recording:
+    """A connection that records the statements and transactions sent through it."""
+
+    def __init__(self, conn: Any, calls: list[str]) -> None:
+        self._conn, self._calls = conn, calls
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"execute", "executemany", "fetch", "fetchrow", "fetchval", "transaction"}:
+            self._calls.append(name)
+        return getattr(self._conn, name)
+
+
 class StoreSpy:
     """Wraps ``mark_sent_many`` in the sender: batch sizes, and failures to inject."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: list[BaseException] | None = None):
         self.batches: list[int] = []
+        self.calls: list[list[str]] = []  # per store: the statements and transactions it sent
         self.fail = list(fail or [])
         self.hook: Callable[[Any], Any] | None = None
         monkeypatch.setattr(sender, "mark_sent_many", self)
 
     async def __call__(self, conn: Any, sent: list[Accepted]) -> bool:
         self.batches.append(len(sent))
-        due = await mark_sent_many(conn, sent)  # written, then rolled back if it fails below
+        self.calls.append(["called inside a transaction"] if conn.is_in_transaction() else [])
+        # written (then, inside a transaction, rolled back if it fails below)
+        due = await mark_sent_many(_Recording(conn, self.calls[-1]), sent)
         if self.hook is not None:
             await self.hook(conn)
         if self.fail:
@@ -187,7 +202,7 @@ class StoreSpy:
         return due
 
 
-async def test_sends_that_complete_together_are_stored_in_one_transaction(
+async def test_sends_that_complete_together_are_stored_in_one_statement(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = asyncio.Event()
@@ -202,7 +217,8 @@ async def test_sends_that_complete_together_are_stored_in_one_transaction(
         gate.set()
         await until(all_sent(pool, 12))
         assert spy.batches == [12]
-        assert rt.pool.acquires - before == 1  # one transaction for the twelve
+        assert spy.calls == [["fetch"]]  # one UPDATE for the twelve, no BEGIN and COMMIT
+        assert rt.pool.acquires - before == 1
     rows = await pool.fetch("SELECT * FROM notifications")
     assert sorted(api.sent) == sorted(f"{r['event_id']}/applicant" for r in rows)  # once each
     for r in rows:
