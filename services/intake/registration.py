@@ -147,6 +147,14 @@ async def register(
     scoped_key = f"{caller.idempotency_scope}:{idempotency_key}" if idempotency_key else None
     digest = body_digest(body)
     try:
+        if conn.is_in_transaction():
+            # The WhatsApp conversation's own transaction: in a savepoint, so that a refusal
+            # releases the locks the call took, and a unique violation (below) leaves the
+            # conversation's transaction usable.
+            async with conn.transaction():
+                return await _register(
+                    conn, settings, schema, body, caller, scoped_key, digest, phone_override, now
+                )
         return await _register(
             conn, settings, schema, body, caller, scoped_key, digest, phone_override, now
         )
@@ -199,8 +207,9 @@ async def _register(
         requirement_documents=REQUIREMENT_DOCUMENTS[document_type],
     )
     # 40 random bits: a clash with an earlier code is unlikely, not impossible over years of
-    # requests. Nothing is looked up first: the insert refuses a taken code (its unique
-    # constraint), nothing is written, and the request is registered again with a fresh draw.
+    # requests. Nothing is looked up first: the insert skips a taken code (ON CONFLICT on that
+    # constraint), the call writes nothing and says so, and the request is registered again with
+    # a fresh draw.
     for _ in range(5):
         event = new_event(
             topics.REQUEST_REGISTERED,
@@ -211,29 +220,25 @@ async def _register(
             data=registered,
             occurred_at=now,
         )
-        try:
-            # One call, one implicit transaction (repository.register_request): the lock on the
-            # applicant and document type, the replay and open-request lookups, the day's
-            # capacity (the counter never refuses an operator at the counter), and the writes.
-            done = await repository.register_request(
-                conn,
-                schema=schema,
-                event=event,
-                idempotency_key=scoped_key,
-                open_nik=None if another_person else nik,
-                body_hash=digest,
-                intake_via=caller.intake_via,
-                registered_by=caller.operator_id,
-                service_date=today,
-                quota=quota_of(settings, document_type, today),
-                enforce_quota=caller.operator_id is None,
-            )
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name != "requests_tracking_code_key":
-                raise
-            registered = registered.model_copy(update={"tracking_code": new_tracking_code()})
-            continue
-        break
+        # One call (repository.register_request): the lock on the applicant and document type,
+        # the replay and open-request lookups, the day's capacity (the counter never refuses an
+        # operator at the counter), and the writes.
+        done = await repository.register_request(
+            conn,
+            schema=schema,
+            event=event,
+            idempotency_key=scoped_key,
+            open_nik=None if another_person else nik,
+            body_hash=digest,
+            intake_via=caller.intake_via,
+            registered_by=caller.operator_id,
+            service_date=today,
+            quota=quota_of(settings, document_type, today),
+            enforce_quota=caller.operator_id is None,
+        )
+        if done.outcome != "tracking_code_taken":
+            break
+        registered = registered.model_copy(update={"tracking_code": new_tracking_code()})
     else:
         raise RuntimeError("no unused tracking code after 5 draws")
     if done.outcome == "replay":

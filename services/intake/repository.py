@@ -21,7 +21,8 @@ _TERMINAL = sorted(TERMINAL)
 class Registration(NamedTuple):
     """What ``register_request`` did: ``outcome`` is ``registered``, ``replay`` (``earlier`` is the
     request registered with the Idempotency-Key), ``open`` (``earlier`` is the applicant's open
-    request of that document type) or ``quota_full``."""
+    request of that document type), ``quota_full`` or ``tracking_code_taken`` (the drawn code is an
+    earlier request's)."""
 
     outcome: str
     earlier: asyncpg.Record | None
@@ -47,8 +48,9 @@ async def register_request(
     """One call (migration ``0004_register_in_one_call.sql``): under a lock on the applicant and
     document type, look up the replay and the open request (``open_nik`` None: not that one),
     take a place in the day's capacity, and write the request ``event`` registers, its first
-    timeline entry and the event (outbox). A tracking code or Idempotency-Key already taken raises
-    ``asyncpg.UniqueViolationError``; nothing is written unless the outcome is ``registered``."""
+    timeline entry and the event (outbox). An Idempotency-Key taken meanwhile by another applicant
+    or document raises ``asyncpg.UniqueViolationError``; nothing is written unless the outcome is
+    ``registered``. One statement; inside the caller's transaction if there is one."""
     registered = event.data
     document_type = registered.document_type.value
     row = await conn.fetchrow(

@@ -13,6 +13,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Collection
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -40,10 +41,31 @@ async def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> None:
     raise TimeoutError(f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s: {last!r}")
 
 
+async def await_listed(
+    admin: AIOKafkaAdminClient, names: Collection[str], *, listed: bool, timeout_s: float = 15.0
+) -> None:
+    """Wait until the broker's metadata lists every one of ``names`` (``listed``) or none of them.
+
+    Creating or deleting a topic is answered once the controller has done it; the broker's
+    metadata, which clients read, follows a moment later (a test listing the topics right after
+    creating them once found none)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        present = set(await admin.list_topics())
+        wrong = [t for t in names if (t in present) != listed]
+        if not wrong:
+            return
+        if time.monotonic() > deadline:
+            state = "not listed" if listed else "still listed"
+            raise TimeoutError(f"{len(wrong)} topics {state} after {timeout_s:.0f}s: {wrong[:3]}")
+        await asyncio.sleep(0.05)
+
+
 async def create_topics(
     bootstrap: str, partitions: int, topics: tuple[str, ...] = ALL_TOPICS, prefix: str = ""
 ) -> list[str]:
-    """Create the missing topics (``prefix`` + name); return the names created. Idempotent."""
+    """Create the missing topics (``prefix`` + name); return the names created. Idempotent.
+    Returns once the broker lists every one of them."""
     topics = tuple(prefix + t for t in topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
     await admin.start()
@@ -54,6 +76,7 @@ async def create_topics(
             await admin.create_topics(
                 [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
             )
+            await await_listed(admin, missing, listed=True)
         return missing
     finally:
         await admin.close()

@@ -261,6 +261,25 @@ async def test_a_taken_tracking_code_is_drawn_again(
     assert await pool.fetchval("SELECT count(*) FROM requests WHERE tracking_code = $1", taken) == 1
 
 
+async def test_a_taken_tracking_code_is_drawn_again_inside_the_callers_transaction(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the WhatsApp conversation registers: inside its own transaction, which goes on after."""
+    first = await register(pool)
+    taken = await pool.fetchval("SELECT tracking_code FROM requests WHERE request_id = $1", first)
+    draws = iter([taken, "KTM-ZZZZ-3333"])
+    monkeypatch.setattr(registration, "new_tracking_code", lambda: next(draws))
+    async with pool.acquire() as conn, conn.transaction():
+        done = await registration.register(conn, settings=SETTINGS, schema=SCHEMA,
+                                           body=RegistrationIn.model_validate(_kk_request()),
+                                           caller=WEB)
+        assert await conn.fetchval("SELECT count(*) FROM requests WHERE request_id = $1",
+                                   done.request_id) == 1  # the caller's transaction is usable
+    assert done.tracking_code == "KTM-ZZZZ-3333"
+    assert await pool.fetchval("SELECT tracking_code FROM requests WHERE request_id = $1",
+                               done.request_id) == "KTM-ZZZZ-3333"
+
+
 async def test_no_free_tracking_code_writes_nothing(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:

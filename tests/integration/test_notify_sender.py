@@ -181,7 +181,8 @@ class _Recording:
 
 
 class StoreSpy:
-    """Wraps ``mark_sent_many`` in the sender: batch sizes, and failures to inject."""
+    """Wraps ``mark_sent_many`` in the sender: batch sizes, the statements of each store, a hook
+    that runs before a store writes, and refusals to inject (a store that writes nothing)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: list[BaseException] | None = None):
         self.batches: list[int] = []
@@ -192,14 +193,12 @@ class StoreSpy:
 
     async def __call__(self, conn: Any, sent: list[Accepted]) -> bool:
         self.batches.append(len(sent))
-        self.calls.append(["called inside a transaction"] if conn.is_in_transaction() else [])
-        # written (then, inside a transaction, rolled back if it fails below)
-        due = await mark_sent_many(_Recording(conn, self.calls[-1]), sent)
-        if self.hook is not None:
+        if self.hook is not None:  # after the answers were queued, before they are stored
             await self.hook(conn)
-        if self.fail:
+        if self.fail:  # the database refuses this store: nothing is written
             raise self.fail.pop(0)
-        return due
+        self.calls.append(["called inside a transaction"] if conn.is_in_transaction() else [])
+        return await mark_sent_many(_Recording(conn, self.calls[-1]), sent)
 
 
 async def test_sends_that_complete_together_are_stored_in_one_statement(
@@ -241,7 +240,7 @@ async def test_a_store_the_database_refused_is_retried_and_never_resent(
         await add_request(pool, [topics.REQUEST_REGISTERED])
     async with running(rt):
         await until(all_sent(pool, 5))
-    assert len(spy.batches) >= 3  # two refused (rolled back), then stored
+    assert len(spy.batches) >= 3  # two refused (nothing written), then stored
     assert len(api.sent) == len(set(api.sent)) == 5  # no message sent twice
     rows = await pool.fetch("SELECT event_id, wamid FROM notifications")
     assert {r["wamid"] for r in rows} == set(api.wamids.values())
@@ -289,8 +288,11 @@ async def test_a_recipients_messages_go_out_in_order_without_waiting_for_the_tim
 async def test_a_message_noted_while_its_predecessor_is_being_stored_is_not_late(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The consumer commits the next message (and wakes the sender) after the store's UPDATE
-    and before its commit: the sender's claim cannot see it due, the store must wake it."""
+    """The consumer commits the next message (and wakes the sender) after the answer was queued
+    and before it is stored: the sender's claim cannot see it due (its predecessor is not stored
+    yet), so the store must wake it. (Since the store is one statement without a transaction, the
+    narrower window, a message committed while that statement runs, cannot be paused from here;
+    the store wakes the sender for it too: a claim ran while the store was pending.)"""
     api = CloudApi()
     rt = Rt(pool, api)
     spy = StoreSpy(monkeypatch)
@@ -371,10 +373,12 @@ async def test_mark_sent_many_writes_what_mark_sent_writes(pool: asyncpg.Pool) -
             elif case == "second_wamid":
                 await pool.execute("UPDATE notifications SET wamid = $2 WHERE id = $1",
                                    nid, f"wamid.first.{nid}")
-    async with pool.acquire() as conn, conn.transaction():
-        for case, (one, _) in twins.items():
-            a = answers[one]
-            await mark_sent(conn, one, a.wamid, kind=a.kind, template=a.template, body=a.body)
+    async with pool.acquire() as conn:
+        async with conn.transaction():  # mark_sent: inside a transaction
+            for case, (one, _) in twins.items():
+                a = answers[one]
+                await mark_sent(conn, one, a.wamid, kind=a.kind, template=a.template, body=a.body)
+        # as the sender calls it: outside a transaction (it opens one for the rows it leaves)
         due = await mark_sent_many(conn, [answers[many] for _, many in twins.values()])
     assert due  # a successor waits (document-printed) and a text was re-armed
 

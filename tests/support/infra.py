@@ -87,9 +87,12 @@ async def create_namespace(prefix: str) -> None:
 
 
 async def delete_namespace(prefix: str, bootstrap: str | None = None) -> int:
-    """Delete every topic whose name starts with ``prefix``: how many. ``bootstrap`` defaults to
-    ``KAFKA`` as it is at the call: the fault tests point it at their own broker."""
+    """Delete every topic whose name starts with ``prefix``: how many, once the broker no longer
+    lists them. ``bootstrap`` defaults to ``KAFKA`` as it is at the call: the fault tests point it
+    at their own broker."""
     from aiokafka.admin import AIOKafkaAdminClient
+
+    from shared.kafka.admin import await_listed
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or KAFKA)
     await admin.start()
@@ -97,6 +100,7 @@ async def delete_namespace(prefix: str, bootstrap: str | None = None) -> int:
         doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
         if doomed:
             await admin.delete_topics(doomed)
+            await await_listed(admin, doomed, listed=False)
         return len(doomed)
     finally:
         await admin.close()

@@ -15,8 +15,11 @@
 --   replay     a request registered with this Idempotency-Key: its columns follow
 --   open       the oldest open request of this applicant and document type: its columns follow
 --   quota_full the day has no room left (nothing written)
+--   tracking_code_taken  the drawn tracking code is an earlier request's (nothing written: the
+--              caller draws another; no error, so a caller's own transaction stays usable)
 --   registered the request, its first timeline entry and its event are written
--- A tracking code or an Idempotency-Key already taken raises unique_violation: nothing written.
+-- An Idempotency-Key taken by a concurrent registration of another applicant or document (not
+-- behind the same lock) raises unique_violation: nothing written.
 CREATE FUNCTION register_request(
     p_lock_key text,            -- serialises registrations of one (applicant, document type)
     p_idempotency_key text,     -- scoped; NULL: no replay lookup
@@ -104,7 +107,16 @@ BEGIN
     VALUES (p_request_id, p_tracking_code, p_document_type, p_channel, p_applicant_name,
         p_applicant_nik, p_applicant_phone, p_delivery, p_cod_fee, p_requirement_documents,
         'registered', p_correlation_id, p_idempotency_key, p_body_hash, right(p_applicant_phone, 4),
-        p_intake_via, p_registered_by, p_service_date);
+        p_intake_via, p_registered_by, p_service_date)
+    ON CONFLICT (tracking_code) DO NOTHING;
+    IF NOT FOUND THEN
+        -- 40 random bits clashed with an earlier code: give the place back, write nothing
+        UPDATE daily_capacity d SET used = d.used - 1
+        WHERE d.service_date = p_service_date AND d.document_type = p_document_type;
+        RETURN QUERY SELECT 'tracking_code_taken', NULL::uuid, NULL, NULL, NULL, NULL, NULL,
+            NULL::integer, NULL::jsonb, NULL::date, NULL::jsonb;
+        RETURN;
+    END IF;
     INSERT INTO request_timeline (request_id, event_id, event_type, occurred_at, detail)
     VALUES (p_request_id, p_event_id, p_event_type, p_occurred_at, p_timeline_detail);
     -- the same rows as shared/outbox.py's queue_cte writes, and the same wake-up for the relay
