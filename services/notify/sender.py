@@ -36,10 +36,11 @@ queue; one task (``SentStore``) stores everything queued at once (``repository.m
 one UPDATE over arrays, on its own without BEGIN and COMMIT; the rare rows it leaves, whose status
 callbacks came before the answer or that already have another wamid, are stored one at a time in
 a transaction), as soon as the previous store is done, so a lone answer is stored at once. A
-recipient's next message becomes due only when that commits, so the store then wakes the sender: when a stored row has an unsent successor, or when a claim
-ran while the store was pending (it may have missed a successor noted meanwhile). The sender
-claims when woken, when its last claim may have left due rows behind and half the slots (or all)
-are free, and every second (backoffs and confirm waits running out), not after every send.
+recipient's next message becomes due only when that commits, so the store then wakes the sender:
+when a stored row has an unsent successor, or when a claim ran while the store was pending (it
+may have missed a successor noted meanwhile). The sender claims when woken, when its last claim
+may have left due rows behind and half the slots (or all) are free, and every second (backoffs and
+confirm waits running out), not after every send.
 Failures (a retry, the confirm wait, giving up) are stored one row at a time: they are rare.
 """
 
