@@ -55,7 +55,9 @@ def queue_cte(first: int, *, only_if: str | None = None) -> str:
     """A ``WITH`` list item that queues events in the outbox and wakes the relay, for the statement
     that writes the fact the events tell: one round trip instead of two (the outbox row and the
     business row in one statement cost about half the transaction's CPU, shared/notes). The one
-    place that knows how an outbox row is written (``add_event`` and ``add_record`` use it too).
+    place in Python that knows how an outbox row is written (``add_event`` and ``add_record`` use
+    it too); intake's ``register_request`` (migration ``0004_register_in_one_call.sql``) writes the
+    same rows from the same :func:`queue_args`, in SQL, and must change with it.
 
     Its parameters are ``$first`` .. ``$first + 5``, given by :func:`queue_args`; zero events
     queue nothing, and neither does an ``only_if`` item of the same ``WITH`` list (a constant CTE
