@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from bench.rawhttp import HttpStatusError, RawHttp
-from deploy.local.demo import mark_printed, sample_request
+from deploy.local.demo import print_job, sample_request
 
 OPERATOR = "operator-bench"
 
@@ -135,10 +135,13 @@ class Generator:
 
 
 class OperatorRobot:
-    """Like an operator at the print queue: polls the queued jobs, claims and prints each.
+    """Like an operator at the print queue: takes the next free jobs as a stack
+    (``POST /print-jobs/claim-next``, every ``poll_s`` while the queue is empty) and marks each
+    printed (``deploy.local.demo.print_job``). With several printing instances the robot spreads
+    its calls over them.
 
-    Claim + printed is ``deploy.local.demo.mark_printed``. With several printing instances the
-    robot spreads its calls over them.
+    Until the twelfth round (bench/README.md) it listed the queue and claimed each job on its own
+    (``deploy.local.demo.mark_printed``): one more request and two more statements per job.
     """
 
     def __init__(self, http: RawHttp, printing_urls: list[str], errors: Counter[str],
@@ -170,15 +173,15 @@ class OperatorRobot:
 
     async def _run(self) -> None:
         while True:
-            # Ask only for as many jobs as the robot can take now: a long queue listed in full
-            # every poll would cost printing more than the printing itself.
+            # Take only as many jobs as the robot can print now: a claimed job waits for nobody
+            # else, so a stack larger than that would only wait longer in the robot's hands.
             free = self.concurrency - len(self._inflight)
             if free <= 0:
                 await asyncio.sleep(self.poll_s)
                 continue
             try:
-                response = await self.http.get(f"{self._url()}/print-jobs",
-                                               params={"status": "queued", "limit": free})
+                response = await self.http.post(f"{self._url()}/print-jobs/claim-next",
+                                                json={"operator": OPERATOR, "limit": free})
                 response.raise_for_status()
                 jobs = response.json()["jobs"]
             except Exception as exc:  # noqa: BLE001 - counted, the robot goes on
@@ -191,13 +194,12 @@ class OperatorRobot:
                 task = asyncio.create_task(self._print(request_id))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
-            if len(fresh) < free:
+            if len(jobs) < free:
                 await asyncio.sleep(self.poll_s)
 
     async def _print(self, request_id: str) -> None:
         try:
-            await mark_printed(self.http, self._url(), request_id, OPERATOR,  # type: ignore[arg-type]
-                               timeout_s=30)
+            await print_job(self.http, self._url(), request_id, OPERATOR)  # type: ignore[arg-type]
             self.printed += 1
         except (HttpStatusError, RuntimeError) as exc:
             self.errors[f"print: {str(exc)[:60]}"] += 1

@@ -5,7 +5,7 @@ costs 1.5-5 ms of CPU per request under concurrency (see shared/notes/performanc
 a few hundred calls a second would take a good part of a core away from the services. This client
 speaks just what the local uvicorn servers answer (Content-Length or chunked bodies, keep-alive)
 at about a tenth of that. It mimics the part of ``httpx.AsyncClient``/``httpx.Response`` that
-``deploy.local.demo.mark_printed`` uses, so the robot reuses that function as it is.
+``deploy.local.demo.print_job`` uses, so the robot reuses that function as it is.
 """
 
 from __future__ import annotations

@@ -74,6 +74,11 @@ async def mark_printed(http: httpx.AsyncClient, printing: str, request_id: str, 
         if r.status_code != 404 or time.monotonic() > deadline:
             raise RuntimeError(f"claim {request_id}: {r.status_code} {r.text}")
         await asyncio.sleep(0.2)
+    await print_job(http, printing, request_id, operator)
+
+
+async def print_job(http: httpx.AsyncClient, printing: str, request_id: str, operator: str) -> None:
+    """Mark a job printed, with a document number made from the request's id."""
     number = f"3516-{uuid.UUID(request_id).hex[:10].upper()}"
     r = await http.post(f"{printing}/print-jobs/{request_id}/printed",
                         json={"document_number": number, "operator": operator})

@@ -1,4 +1,4 @@
-"""The operators' print queue: list, claim, release, mark printed, reject.
+"""The operators' print queue: list, claim (one job, or the next few), release, mark printed, reject.
 
 Every action reads the job, decides from what it finds, and writes in one statement that changes
 the job only if its state and claim are still as read (compare-and-set), so two operators racing
@@ -18,7 +18,13 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts import topics
-from shared.contracts.events import DocumentPrinted, Envelope, RequestRejected, new_event
+from shared.contracts.events import (
+    DocumentPrinted,
+    DocumentType,
+    Envelope,
+    RequestRejected,
+    new_event,
+)
 from shared.http import Problem, request_id_of
 from shared.logging import get_logger
 from shared.outbox import queue_args, queue_cte
@@ -48,6 +54,12 @@ class _In(BaseModel):
 
 class ClaimBody(_In):
     operator: str | None = Operator
+
+
+class ClaimNextBody(_In):
+    operator: str | None = Operator
+    limit: int = Field(default=10, ge=1, le=100)
+    document_type: DocumentType | None = None
 
 
 class PrintedBody(_In):
@@ -289,6 +301,39 @@ async def claim_job(request_id: uuid.UUID, body: ClaimBody, request: Request) ->
         )
 
     return await _act(request, request_id, "claim", operator, apply)
+
+
+# The next free jobs, oldest registration first, claimed in one statement. Free is what
+# ``domain.decide`` lets anyone claim: queued, or claimed with a lease that has run out
+# (``Claim.live``). SKIP LOCKED leaves the jobs another operator's statement is taking to that
+# operator; a job printed or claimed since this statement's snapshot is re-checked against the
+# WHERE once locked (READ COMMITTED) and dropped, so two operators never get the same job.
+_CLAIM_NEXT = (
+    "WITH picked AS (SELECT request_id FROM print_jobs"
+    " WHERE (status = 'queued' OR (status = 'claimed' AND claimed_at <= now() - $2::interval))"
+    " AND ($3::text IS NULL OR document_type = $3)"
+    " ORDER BY registered_at, request_id LIMIT $4 FOR UPDATE SKIP LOCKED),"
+    " job AS (UPDATE print_jobs p SET status = 'claimed', claimed_by = $1, claimed_at = now(),"
+    " updated_at = now() FROM picked WHERE p.request_id = picked.request_id RETURNING p.*),"
+    " done AS (INSERT INTO print_job_actions (request_id, action, operator, outcome)"
+    " SELECT request_id, 'claim', $1, 'done' FROM job)"
+    " SELECT * FROM job ORDER BY registered_at, request_id"
+)
+
+
+@router.post("/print-jobs/claim-next")
+async def claim_next(body: ClaimNextBody, request: Request) -> Any:
+    """Take the next ``limit`` free jobs of the queue (oldest first, optionally of one document
+    type) for this operator: a stack to print. Fewer, or none, when the queue holds fewer; two
+    operators asking at once get different jobs. One statement, whatever the number."""
+    operator = operator_of(request, body.operator)
+    ttl = _ttl(request)
+    rows = await request.app.state.rt.pool.fetch(
+        _CLAIM_NEXT, operator, ttl, body.document_type, body.limit
+    )
+    if rows:
+        log.info("jobs claimed", operator=operator, jobs=len(rows))
+    return {"jobs": [_job(r, ttl) for r in rows]}
 
 
 @router.post("/print-jobs/{request_id}/release")

@@ -4,6 +4,7 @@ with fewer round trips."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -355,3 +356,90 @@ async def test_release_reject_and_unknown_jobs(
         ("release", "ani", "done"), ("reject", "budi", "done"), ("reject", "budi", "no_op"),
         ("print", "ani", "refused"),
     ]
+
+
+async def queued_in_order(pool: asyncpg.Pool, count: int) -> list[uuid.UUID]:
+    """``count`` queued jobs registered a minute apart, oldest first."""
+    ids = [uuid.uuid4() for _ in range(count)]
+    async with pool.acquire() as conn:
+        await events.apply_batch(
+            conn, [registered(i, f"N-{n}", minutes=n) for n, i in enumerate(ids)])
+    return ids
+
+
+async def test_claim_next_takes_the_oldest_free_jobs_in_one_statement(
+    printing_api: tuple[httpx.AsyncClient, asyncpg.Pool, StatementLog],
+) -> None:
+    """Free is queued or claimed with a lease run out; a live claim keeps its job."""
+    http, pool, statements = printing_api
+    oldest, held, expired, fourth, fifth = await queued_in_order(pool, 5)
+    assert (await http.post(f"/print-jobs/{held}/claim", json={"operator": "ani"})).status_code \
+        == 200
+    await pool.execute("UPDATE print_jobs SET status = 'claimed', claimed_by = 'budi',"
+                       " claimed_at = now() - interval '31 minutes' WHERE request_id = $1",
+                       expired)
+    statements.take()
+
+    first = await http.post("/print-jobs/claim-next", json={"operator": "cici", "limit": 3})
+    assert first.status_code == 200
+    assert len(statements.take()) == 1
+    jobs = first.json()["jobs"]
+    assert [j["request_id"] for j in jobs] == [str(oldest), str(expired), str(fourth)]
+    assert {(j["status"], j["claimed_by"], j["claim_expired"]) for j in jobs} == {
+        ("claimed", "cici", False)}
+    assert jobs[0]["applicant_nik"] == "3516********0001"  # masked, as in the list
+
+    rest = await http.post("/print-jobs/claim-next", json={"operator": "dedi"})  # limit 10
+    assert [j["request_id"] for j in rest.json()["jobs"]] == [str(fifth)]
+    empty = await http.post("/print-jobs/claim-next", json={"operator": "dedi"})
+    assert empty.status_code == 200 and empty.json() == {"jobs": []}
+
+    owners = dict(await pool.fetch("SELECT request_id, claimed_by FROM print_jobs"))
+    assert owners == {oldest: "cici", held: "ani", expired: "cici", fourth: "cici",
+                      fifth: "dedi"}
+    assert await history(pool, expired) == [("claim", "cici", "done")]
+    assert await history(pool, held) == [("claim", "ani", "done")]
+    # the claims are ordinary claims: the holder prints, anyone else is refused
+    printed = await http.post(f"/print-jobs/{oldest}/printed",
+                              json={"operator": "cici", "document_number": "3516-NEXT-1"})
+    assert printed.status_code == 200
+    taken = await http.post(f"/print-jobs/{fourth}/printed",
+                            json={"operator": "dedi", "document_number": "3516-NEXT-4"})
+    assert taken.status_code == 409 and "cici" in taken.json()["detail"]
+
+
+async def test_claim_next_filters_by_document_type_and_refuses_bad_input(
+    printing_api: tuple[httpx.AsyncClient, asyncpg.Pool, StatementLog],
+) -> None:
+    http, pool, _ = printing_api
+    (kk,) = await queued(pool, "K-1")  # registered() makes KK requests
+    none = await http.post("/print-jobs/claim-next",
+                           json={"operator": "ani", "document_type": "akta_kelahiran"})
+    assert none.json() == {"jobs": []}
+    some = await http.post("/print-jobs/claim-next", json={"operator": "ani", "document_type": "kk"})
+    assert [j["request_id"] for j in some.json()["jobs"]] == [str(kk)]
+
+    for bad in ({"operator": "ani", "limit": 0}, {"operator": "ani", "limit": 101},
+                {"operator": "ani", "document_type": "passport"}, {"limit": 5},
+                {"operator": "ani", "limit": 5, "status": "queued"}):
+        answer = await http.post("/print-jobs/claim-next", json=bad)
+        assert answer.status_code == 422, (bad, answer.text)
+        assert answer.json()["detail"]
+    assert await pool.fetchval("SELECT count(*) FROM print_job_actions") == 1
+
+
+async def test_operators_asking_for_the_next_jobs_at_once_never_get_the_same_job(
+    printing_api: tuple[httpx.AsyncClient, asyncpg.Pool, StatementLog],
+) -> None:
+    http, pool, _ = printing_api
+    await queued_in_order(pool, 24)
+    operators = [f"operator-{n}" for n in range(8)]
+    for _ in range(3):  # a few rounds, so that some calls overlap on the same rows
+        answers = await asyncio.gather(*(
+            http.post("/print-jobs/claim-next", json={"operator": op, "limit": 2})
+            for op in operators))
+        assert all(a.status_code == 200 for a in answers)
+    claims = await pool.fetch("SELECT request_id, operator FROM print_job_actions")
+    assert len(claims) == 24 and len({c["request_id"] for c in claims}) == 24
+    owners = dict(await pool.fetch("SELECT request_id, claimed_by FROM print_jobs"))
+    assert {c["request_id"]: c["operator"] for c in claims} == owners
