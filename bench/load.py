@@ -136,9 +136,14 @@ class Generator:
 
 class OperatorRobot:
     """Like an operator at the print queue: takes the next free jobs as a stack
-    (``POST /print-jobs/claim-next``, every ``poll_s`` while the queue is empty) and marks each
-    printed (``deploy.local.demo.print_job``). With several printing instances the robot spreads
-    its calls over them.
+    (``POST /print-jobs/claim-next``; when the queue held fewer than asked for, again ``poll_s``
+    later) and marks each printed (``deploy.local.demo.print_job``). With several printing
+    instances the robot spreads its calls over them.
+
+    A claim-next whose answer was lost (an error) may still have claimed a stack: the robot then
+    lists the jobs claimed in its name and prints those it is not printing already, as an operator
+    would look at her own pile. A job whose print failed stays claimed by the robot and is picked
+    up the same way after the next error, or by claim-next once its lease runs out.
 
     Until the twelfth round (bench/README.md) it listed the queue and claimed each job on its own
     (``deploy.local.demo.mark_printed``): one more request and two more statements per job.
@@ -151,7 +156,7 @@ class OperatorRobot:
         self.errors = errors
         self.poll_s = poll_s
         self.concurrency = concurrency
-        self.handled: set[str] = set()
+        self.printing: set[str] = set()  # request ids being printed now
         self.printed = 0
         self._task: asyncio.Task[None] | None = None
         self._turn = 0
@@ -171,30 +176,42 @@ class OperatorRobot:
         for task in list(self._inflight):
             task.cancel()
 
+    async def _take(self, free: int, own_pile: bool) -> list[str]:
+        if own_pile:  # after an error: what is claimed in the robot's name, in flight or not
+            response = await self.http.get(f"{self._url()}/print-jobs", params={
+                "status": "claimed", "claimed_by": OPERATOR, "limit": 1000})
+        else:  # not safe to repeat: a retry would take a second stack
+            response = await self.http.post(f"{self._url()}/print-jobs/claim-next",
+                                            json={"operator": OPERATOR, "limit": free},
+                                            retry=False)
+        response.raise_for_status()
+        return [job["request_id"] for job in response.json()["jobs"]]
+
     async def _run(self) -> None:
+        own_pile = False
         while True:
             # Take only as many jobs as the robot can print now: a claimed job waits for nobody
             # else, so a stack larger than that would only wait longer in the robot's hands.
             free = self.concurrency - len(self._inflight)
-            if free <= 0:
+            if free <= 0 and not own_pile:
                 await asyncio.sleep(self.poll_s)
                 continue
             try:
-                response = await self.http.post(f"{self._url()}/print-jobs/claim-next",
-                                                json={"operator": OPERATOR, "limit": free})
-                response.raise_for_status()
-                jobs = response.json()["jobs"]
+                taken = await self._take(free, own_pile)
             except Exception as exc:  # noqa: BLE001 - counted, the robot goes on
                 self.errors[f"print queue: {type(exc).__name__}"] += 1
+                own_pile = True
                 await asyncio.sleep(0.5)
                 continue
-            fresh = [j["request_id"] for j in jobs if j["request_id"] not in self.handled]
-            for request_id in fresh:
-                self.handled.add(request_id)
+            asked, own_pile = not own_pile, False
+            for request_id in taken:
+                if request_id in self.printing:
+                    continue
+                self.printing.add(request_id)
                 task = asyncio.create_task(self._print(request_id))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
-            if len(jobs) < free:
+            if asked and len(taken) < free:
                 await asyncio.sleep(self.poll_s)
 
     async def _print(self, request_id: str) -> None:
@@ -205,3 +222,5 @@ class OperatorRobot:
             self.errors[f"print: {str(exc)[:60]}"] += 1
         except Exception as exc:  # noqa: BLE001
             self.errors[f"print: {type(exc).__name__}"] += 1
+        finally:
+            self.printing.discard(request_id)

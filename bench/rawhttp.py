@@ -72,9 +72,10 @@ class RawHttp:
             pool = self._pools[(host, port)] = _Pool(host, port, self._size)
         return pool
 
-    async def post(self, url: str, json: Any = None, headers: dict[str, str] | None = None) -> Response:
+    async def post(self, url: str, json: Any = None, headers: dict[str, str] | None = None,
+                   retry: bool = True) -> Response:
         body = orjson.dumps(json) if json is not None else b""
-        return await self.request("POST", url, body, headers)
+        return await self.request("POST", url, body, headers, retry)
 
     async def get(self, url: str, params: dict[str, Any] | None = None,
                   headers: dict[str, str] | None = None) -> Response:
@@ -83,7 +84,7 @@ class RawHttp:
         return await self.request("GET", url, b"", headers)
 
     async def request(self, method: str, url: str, body: bytes = b"",
-                      headers: dict[str, str] | None = None) -> Response:
+                      headers: dict[str, str] | None = None, retry: bool = True) -> Response:
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -95,8 +96,9 @@ class RawHttp:
         pool = self._pool(host, port)
         async with pool.slots:
             # A kept-alive connection may have been closed by the server meanwhile: one retry on a
-            # fresh connection, as browsers and httpx do (every call here is safe to repeat).
-            for attempt in (0, 1):
+            # fresh connection, as browsers and httpx do. ``retry=False`` for a call that is not
+            # safe to repeat (the robot's claim-next: a second call takes a second stack).
+            for attempt in (0, 1) if retry else (1,):
                 reused = bool(pool.idle) and attempt == 0
                 reader, writer = pool.idle.pop() if reused else await pool.connect()
                 try:

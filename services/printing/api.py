@@ -1,9 +1,12 @@
 """The operators' print queue: list, claim (one job, or the next few), release, mark printed, reject.
 
-Every action reads the job, decides from what it finds, and writes in one statement that changes
-the job only if its state and claim are still as read (compare-and-set), so two operators racing
-for one job are served one after the other: the first wins, the second reads again and gets a 409
-that names the winner. Every action, refused ones too, is written to ``print_job_actions``.
+Every action on one job reads the job, decides from what it finds, and writes in one statement that
+changes the job only if its state and claim are still as read (compare-and-set), so two operators
+racing for one job are served one after the other: the first wins, the second reads again and gets
+a 409 that names the winner. Every such action, refused ones too, is written to
+``print_job_actions``. ``claim-next`` (the next few free jobs) is one statement that locks the jobs
+it takes and skips those another statement holds; each job it takes is recorded as a claim, and an
+empty answer records nothing.
 """
 
 from __future__ import annotations
@@ -303,13 +306,14 @@ async def claim_job(request_id: uuid.UUID, body: ClaimBody, request: Request) ->
     return await _act(request, request_id, "claim", operator, apply)
 
 
-# The next free jobs, oldest registration first, claimed in one statement. Free is what
-# ``domain.decide`` lets anyone claim: queued, or claimed with a lease that has run out
-# (``Claim.live``). SKIP LOCKED leaves the jobs another operator's statement is taking to that
-# operator; a job printed or claimed since this statement's snapshot is re-checked against the
-# WHERE once locked (READ COMMITTED) and dropped, so two operators never get the same job.
+# The next free jobs, oldest registration first, claimed in one statement. Free is the rule
+# ``domain.decide`` applies, written again here in SQL (the database's clock, as ``claimed_at`` is):
+# queued, or claimed with a lease that has run out (``Claim.live``). SKIP LOCKED leaves the jobs
+# another statement is changing to that statement; a job printed or claimed since this statement's
+# snapshot is re-checked against the WHERE once locked (READ COMMITTED) and dropped, so two
+# operators never get the same job. MATERIALIZED: the locking SELECT runs once, never inlined.
 _CLAIM_NEXT = (
-    "WITH picked AS (SELECT request_id FROM print_jobs"
+    "WITH picked AS MATERIALIZED (SELECT request_id FROM print_jobs"
     " WHERE (status = 'queued' OR (status = 'claimed' AND claimed_at <= now() - $2::interval))"
     " AND ($3::text IS NULL OR document_type = $3)"
     " ORDER BY registered_at, request_id LIMIT $4 FOR UPDATE SKIP LOCKED),"

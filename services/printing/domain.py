@@ -72,6 +72,8 @@ class Claim:
         return self.claimed_at + ttl if self.claimed_at else None
 
     def live(self, now: datetime, ttl: timedelta) -> bool:
+        """Whether the claim still keeps other operators out. ``api._CLAIM_NEXT`` applies the same
+        rule in SQL (``claimed_at <= now() - ttl`` is free) to pick a stack of jobs."""
         expires = self.expires_at(ttl)
         return self.holder is not None and expires is not None and now < expires
 

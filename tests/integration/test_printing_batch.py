@@ -443,3 +443,20 @@ async def test_operators_asking_for_the_next_jobs_at_once_never_get_the_same_job
     assert len(claims) == 24 and len({c["request_id"] for c in claims}) == 24
     owners = dict(await pool.fetch("SELECT request_id, claimed_by FROM print_jobs"))
     assert {c["request_id"]: c["operator"] for c in claims} == owners
+
+
+async def test_claim_next_skips_a_job_another_statement_is_changing_instead_of_waiting(
+    printing_api: tuple[httpx.AsyncClient, asyncpg.Pool, StatementLog],
+) -> None:
+    """A job locked by another operator's action (here a transaction left open on it) is passed
+    over, not waited for; once that lets go, the job is free for the next call."""
+    http, pool, _ = printing_api
+    oldest, second = await queued_in_order(pool, 2)
+    async with pool.acquire() as other, other.transaction():
+        await other.execute("SELECT 1 FROM print_jobs WHERE request_id = $1 FOR UPDATE", oldest)
+        answer = await asyncio.wait_for(
+            http.post("/print-jobs/claim-next", json={"operator": "ani"}), 5)
+    assert [j["request_id"] for j in answer.json()["jobs"]] == [str(second)]
+    later = await http.post("/print-jobs/claim-next", json={"operator": "budi"})
+    assert [(j["request_id"], j["claimed_by"]) for j in later.json()["jobs"]] == [
+        (str(oldest), "budi")]
