@@ -16,7 +16,11 @@ FetchWaitMs = Annotated[int, Field(ge=0, le=5000)]
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+    # env_ignore_empty: a variable set to "" counts as unset (the default applies). docker-compose
+    # passes `${INTAKE_OPERATORS:-}` as "" when ops set nothing, and "" is not JSON.
+    model_config = SettingsConfigDict(
+        env_prefix="", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     service_name: str = "ketanmu"
     http_host: str = "127.0.0.1"

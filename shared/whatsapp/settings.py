@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class WhatsAppSettings(BaseSettings):
+    # As shared/settings.py's ServiceSettings (a variable set to "" counts as unset): intake and
+    # notify inherit from both, and a base's settings config would otherwise undo that one's.
+    model_config = SettingsConfigDict(env_ignore_empty=True)
+
     whatsapp_base_url: str = "http://127.0.0.1:8090/whatsapp"
     whatsapp_phone_number_id: str = "100000000000001"
     whatsapp_access_token: str = "wa-dev-access-token"

@@ -374,6 +374,41 @@ def test_partners_are_the_sandbox(services: dict[str, dict[str, Any]]) -> None:
         assert url.path == urlparse(local_defaults[key.lower()]).path, key
 
 
+def test_intake_and_notify_reach_the_same_whatsapp_app(services: dict[str, dict[str, Any]]) -> None:
+    """Intake answers applicants and verifies Meta's inbound webhooks; notify sends the messages
+    and verifies the status webhooks: one WhatsApp app, so every WhatsApp setting both read
+    (shared/whatsapp/settings.py) is passed to both, from the same variable."""
+    from shared.whatsapp.settings import WhatsAppSettings
+
+    wanted = {"WHATSAPP_BASE_URL", "WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_ACCESS_TOKEN",
+              "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"}
+    assert wanted <= _env_names(WhatsAppSettings)
+    intake, notify = _env(services["intake"]), _env(services["notify"])
+    for key in wanted:
+        assert key in intake and key in notify, key
+        assert intake[key] == notify[key], key
+    base = urlparse(intake["WHATSAPP_BASE_URL"])
+    assert base.hostname not in ("127.0.0.1", "localhost"), "a container's loopback is itself"
+
+
+def test_operator_secrets_can_be_set_and_default_to_the_local_ones(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ops set INTAKE_OPERATORS and PRINTING_OPERATOR_TOKENS in the env file; unset, compose
+    passes "" and the services start with their local defaults instead of failing on bad JSON."""
+    intake, printing = _env(services["intake"]), _env(services["printing"])
+    assert intake["INTAKE_OPERATORS"] == "" and printing["PRINTING_OPERATOR_TOKENS"] == ""
+    for key in ("INTAKE_OPERATORS", "PRINTING_OPERATOR_TOKENS"):
+        monkeypatch.setenv(key, "")
+    intake_settings = _settings_class(SERVICES["intake"][1])()
+    printing_settings = _settings_class(SERVICES["printing"][1])()
+    assert [o.id for o in intake_settings.intake_operators] == ["dev-operator", "dev-supervisor"]
+    assert printing_settings.printing_operator_tokens == {}
+    monkeypatch.setenv("PRINTING_OPERATOR_TOKENS", '{"t0k3n-for-budi": "budi"}')
+    assert _settings_class(SERVICES["printing"][1])().printing_operator_tokens == {
+        "t0k3n-for-budi": "budi"}
+
+
 def test_sandbox_environment_and_callbacks_reach_the_courier(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -388,7 +423,7 @@ def test_partner_credentials_agree_between_sandbox_and_services(
     services: dict[str, dict[str, Any]],
 ) -> None:
     sandbox = _env(services["sandbox"])
-    for name in ("courier", "notify"):
+    for name in ("courier", "intake", "notify"):
         env = _env(services[name])
         shared = set(env) & set(sandbox)
         assert shared, f"{name} and the sandbox share no credential"
