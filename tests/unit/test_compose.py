@@ -409,6 +409,29 @@ def test_operator_secrets_can_be_set_and_default_to_the_local_ones(
         "t0k3n-for-budi": "budi"}
 
 
+@pytest.mark.parametrize(("name", "spec"), SERVICES.items())
+def test_each_service_starts_with_the_compose_environment_alone(
+    services: dict[str, dict[str, Any]], name: str, spec: tuple[str, str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no env file, every variable compose passes (many of them "") gives valid settings."""
+    for key, value in _env(services[name]).items():
+        monkeypatch.setenv(key, value)
+    _settings_class(spec[1])()
+
+
+def test_what_differs_per_office_can_be_set(services: dict[str, dict[str, Any]]) -> None:
+    """The pickup address the couriers get, the office's day and capacity, the public edge."""
+    courier, intake = _env(services["courier"]), _env(services["intake"])
+    office = {f.upper() for f in _settings_class(SERVICES["courier"][1]).model_fields
+              if f.startswith("office_")}
+    assert {"OFFICE_NAME", "OFFICE_PHONE", "OFFICE_UTC_OFFSET_HOURS"} <= office
+    assert office <= set(courier), sorted(office - set(courier))
+    assert {"OFFICE_TIMEZONE", "DAILY_QUOTA_DEFAULT", "DAILY_QUOTA", "QUOTA_OVERRIDES",
+            "TRUST_FORWARDED_FOR", "REGISTRATION_MAX_PER_CLIENT_HOUR", "PUBLIC_BASE_URL"} <= set(
+        intake)
+
+
 def test_sandbox_environment_and_callbacks_reach_the_courier(
     services: dict[str, dict[str, Any]],
 ) -> None:
