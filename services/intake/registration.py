@@ -10,6 +10,7 @@ is raised.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -146,18 +147,15 @@ async def register(
     now = now or datetime.now(UTC)
     scoped_key = f"{caller.idempotency_scope}:{idempotency_key}" if idempotency_key else None
     digest = body_digest(body)
+    # Inside a caller's transaction (the WhatsApp conversation's): in a savepoint, so that a
+    # refusal releases the locks the call took, and a unique violation (below) leaves the
+    # conversation's transaction usable. Otherwise the call is one statement, its own transaction.
+    scope = conn.transaction() if conn.is_in_transaction() else contextlib.nullcontext()
     try:
-        if conn.is_in_transaction():
-            # The WhatsApp conversation's own transaction: in a savepoint, so that a refusal
-            # releases the locks the call took, and a unique violation (below) leaves the
-            # conversation's transaction usable.
-            async with conn.transaction():
-                return await _register(
-                    conn, settings, schema, body, caller, scoped_key, digest, phone_override, now
-                )
-        return await _register(
-            conn, settings, schema, body, caller, scoped_key, digest, phone_override, now
-        )
+        async with scope:
+            return await _register(
+                conn, settings, schema, body, caller, scoped_key, digest, phone_override, now
+            )
     except asyncpg.UniqueViolationError as exc:
         # A concurrent call with the same Idempotency-Key (and another applicant or document, so
         # not behind the same lock) committed first: answer as it did.
