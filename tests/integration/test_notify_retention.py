@@ -211,9 +211,11 @@ async def test_retention_erases_finished_old_requests_only_once(
         claimed = await conn.fetch(sender._CLAIM, 10, 30.0, uuid.uuid4(), 120.0)
         assert [c["request_id"] for c in claimed] == [waiting]
 
-    # ...and a day later given up and erased
-    report = await run_once(pool, schema, retention.ERASURES, retention_days=90,
-                            now=NOW + timedelta(days=1, minutes=5))
+    # ...and a day later given up and erased. "A day later" counts from the clock, not NOW: the
+    # late row's created_at is the database's now(), and NOW (taken at import) may be minutes old
+    # when the suite runs this test late (it failed so after 5 minutes of e2e tests)
+    a_day_later = datetime.now(UTC) + timedelta(days=1, minutes=5)
+    report = await run_once(pool, schema, retention.ERASURES, retention_days=90, now=a_day_later)
     assert report["late_notifications_erased"] == 1
     assert report["requests_erased"] == 0
     async with pool.acquire() as conn:
@@ -223,6 +225,5 @@ async def test_retention_erases_finished_old_requests_only_once(
         assert row["status"] == "failed"
         assert (row["event_data"], row["source"], row["body"]) == (None, None, None)
         assert row["personal_data_erased_at"] is not None
-    report = await run_once(pool, schema, retention.ERASURES, retention_days=90,
-                            now=NOW + timedelta(days=1, minutes=5))
+    report = await run_once(pool, schema, retention.ERASURES, retention_days=90, now=a_day_later)
     assert report["late_notifications_erased"] == 0
