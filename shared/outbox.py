@@ -3,8 +3,20 @@
 A service writes its state change and ``add_event`` in one transaction. ``OutboxRelay`` publishes
 the rows to Kafka (``acks=all``, idempotent producer) in id order and deletes them once
 acknowledged. Exactly one relay per service is active at a time (a PostgreSQL advisory lock), which
-keeps per-key order; the others wait to take over. The relay is woken by ``pg_notify`` from the
-writing transaction, with polling as a fallback.
+keeps per-key order; the others wait to take over.
+
+Waking the relay: the code that queued rows calls :func:`wake_relay` once its transaction has
+committed (the hot paths: a registration, a print, a partner callback), which wakes this process's
+relay at once. If that relay is not the active one, it passes the wake-up on with a ``NOTIFY`` on its own
+connection, which the active relay listens to. Anything else (dead letters, a wake-up missed) goes
+out with the relay's poll, every ``OUTBOX_POLL_INTERVAL_S``.
+
+Why not ``pg_notify`` in the writing transaction, as before: PostgreSQL serialises every
+committing transaction that has notified, cluster-wide, on one lock held until its commit record
+is flushed (``PreCommit_Notify`` in ``async.c``). Every registration, print and callback of all
+four services then committed one at a time, one WAL flush each, and queued behind each other on a
+saturated machine (bench/README.md, thirteenth round: up to 10 backends waiting on that lock at
+100 lifecycles/s, and the load generator could not even send 100 a second).
 
 A crash between Kafka's acknowledgement and the delete publishes those rows again: consumers
 deduplicate on ``event_id`` (the inbox), so that is harmless.
@@ -46,45 +58,58 @@ def event_headers(event: Envelope[Any]) -> dict[str, str]:
     }
 
 
-async def add_event(conn: asyncpg.Connection, event: Envelope[Any], schema: str) -> None:
-    """Queue ``event`` for publishing; call inside the transaction that makes the fact true."""
-    await conn.execute(_ADD_ONE, *queue_args([event], schema))
+async def add_event(conn: asyncpg.Connection, event: Envelope[Any]) -> None:
+    """Queue ``event`` for publishing; call inside the transaction that makes the fact true, and
+    :func:`wake_relay` after its commit."""
+    await conn.execute(_ADD_ONE, *queue_args([event]))
+
+
+# This process's relays by schema, for wake_relay().
+_relays: dict[str, OutboxRelay] = {}
+
+
+def wake_relay(schema: str) -> None:
+    """Rows were queued in ``schema``'s outbox and committed: wake this process's relay (no-op if
+    this process runs none, e.g. a test). Call it after the commit, never before: a relay woken
+    earlier reads before the rows are visible, and they wait for its poll."""
+    relay = _relays.get(schema)
+    if relay is not None:
+        relay.wake()
 
 
 def queue_cte(first: int, *, only_if: str | None = None) -> str:
-    """A ``WITH`` list item that queues events in the outbox and wakes the relay, for the statement
+    """A ``WITH`` list item that queues events in the outbox, for the statement
     that writes the fact the events tell: one round trip instead of two (the outbox row and the
     business row in one statement cost about half the transaction's CPU, shared/notes). The one
     place in Python that knows how an outbox row is written (``add_event`` and ``add_record`` use
     it too); intake's ``register_request`` (migration ``0004_register_in_one_call.sql``) writes the
     same rows from the same :func:`queue_args`, in SQL, and must change with it.
 
-    Its parameters are ``$first`` .. ``$first + 5``, given by :func:`queue_args`; zero events
+    Its parameters are ``$first`` .. ``$first + 4``, given by :func:`queue_args`; zero events
     queue nothing, and neither does an ``only_if`` item of the same ``WITH`` list (a constant CTE
     name, e.g. an ``INSERT ... ON CONFLICT DO NOTHING RETURNING``) that returned no row.
     Data-modifying ``WITH`` items always run, whether the main query reads them or not; the events
-    keep their order (outbox ids follow it).
+    keep their order (outbox ids follow it). The caller wakes the relay after the commit
+    (:func:`wake_relay`).
     """
-    a = [f"${first + i}" for i in range(6)]
+    a = [f"${first + i}" for i in range(5)]
     condition = f" WHERE EXISTS (SELECT FROM {only_if})" if only_if else ""
     return (
         "queued AS (INSERT INTO outbox (event_id, topic, key, value, headers)"
         " SELECT e, t, k, v, h::jsonb FROM unnest("
         f"{a[0]}::uuid[], {a[1]}::text[], {a[2]}::text[], {a[3]}::bytea[], {a[4]}::text[])"
-        f" WITH ORDINALITY AS x(e, t, k, v, h, n){condition} ORDER BY n"
-        f" RETURNING pg_notify({a[5]}, ''))"
+        f" WITH ORDINALITY AS x(e, t, k, v, h, n){condition} ORDER BY n)"
     )
 
 
-def queue_args(events: Sequence[Envelope[Any]], schema: str) -> list[Any]:
-    """The parameters of :func:`queue_cte` for ``events`` of service ``schema``."""
+def queue_args(events: Sequence[Envelope[Any]]) -> list[Any]:
+    """The parameters of :func:`queue_cte` for ``events``."""
     return [
         [e.event_id for e in events],
         [e.event_type for e in events],
         [str(e.request_id) for e in events],
         [e.model_dump_json().encode() for e in events],
         [json.dumps(event_headers(e)) for e in events],
-        notify_channel(schema),
     ]
 
 
@@ -94,18 +119,15 @@ _ADD_ONE = f"WITH {queue_cte(1)} SELECT 1"
 async def add_record(
     conn: asyncpg.Connection,
     *,
-    schema: str,
     record_id: uuid.UUID,
     topic: str,
     key: str,
     value: bytes,
     headers: Mapping[str, str],
 ) -> None:
-    """Queue one record that is not a lifecycle event as such (e.g. a dead letter)."""
-    await conn.execute(
-        _ADD_ONE, [record_id], [topic], [key], [value], [json.dumps(dict(headers))],
-        notify_channel(schema),
-    )
+    """Queue one record that is not a lifecycle event as such (e.g. a dead letter). Not urgent:
+    the callers do not wake the relay, the record goes out with its next poll."""
+    await conn.execute(_ADD_ONE, [record_id], [topic], [key], [value], [json.dumps(dict(headers))])
 
 
 class OutboxRelay:
@@ -138,9 +160,12 @@ class OutboxRelay:
         self._wake.set()
 
     async def start(self) -> None:
+        _relays[self._schema] = self
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
 
     async def stop(self) -> None:
+        if _relays.get(self._schema) is self:
+            del _relays[self._schema]
         self._stopping = True
         self._wake.set()
         if self._task:
@@ -201,10 +226,18 @@ class OutboxRelay:
         producer = await self._ensure_producer()
         conn = await connect(self._dsn, self._schema)
         try:
-            await conn.add_listener(notify_channel(self._schema), self._on_notify)
+            # This connection's own commits (the deletes of published rows, the NOTIFYs) need not
+            # wait for their flush: a delete lost in a crash publishes those rows again, which the
+            # consumers' inbox absorbs, and a lost NOTIFY is made up for by the poll.
+            await conn.execute("SET synchronous_commit = off")
+            channel = notify_channel(self._schema)
             key = advisory_key(f"outbox:{self._schema}")
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                await self._sleep(self._poll_interval_s * 2)
+                if self._stopping:
+                    return
+                await self._pass_wakes_on(conn, channel, self._poll_interval_s * 2)
+            # Listening only once active: a relay that is not would hear its own NOTIFYs.
+            await conn.add_listener(channel, self._on_notify)
             self.is_leader = True
             log.info("outbox relay active", schema=self._schema)
             while not self._stopping:
@@ -220,6 +253,18 @@ class OutboxRelay:
             self.is_leader = False
             with contextlib.suppress(Exception):
                 await conn.close()
+
+    async def _pass_wakes_on(self, conn: asyncpg.Connection, channel: str, seconds: float) -> None:
+        """Not the active relay: for ``seconds``, pass this process's wake-ups on to the one that
+        is, by a NOTIFY in a transaction of its own (never in the writer's: see the module's
+        docstring)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while not self._stopping and (left := until - loop.time()) > 0:
+            await self._sleep(left)
+            if self._wake.is_set() and not self._stopping:
+                self._wake.clear()
+                await conn.execute("SELECT pg_notify($1, '')", channel)
 
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()

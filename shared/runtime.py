@@ -90,10 +90,10 @@ class Runtime:
         return self.wakers.setdefault(name, asyncio.Event())
 
     def _wake_after_consume(self) -> None:
-        # Not the outbox relay: a transaction that adds outbox rows wakes it by pg_notify when it
-        # commits; waking it after every batch made it query an empty outbox each time. Nor a
-        # loop that consuming never feeds (``ServiceSpec.wake_after_consume``): each wake-up is a
-        # claim query.
+        # Not the outbox relay: the code that adds outbox rows wakes it after the commit
+        # (shared.outbox.wake_relay); waking it after every batch made it query an empty outbox
+        # each time. Nor a loop that consuming never feeds (``ServiceSpec.wake_after_consume``):
+        # each wake-up is a claim query.
         names = self.spec.wake_after_consume
         for name, event in self.wakers.items():
             if names is None or name in names:

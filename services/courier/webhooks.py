@@ -45,7 +45,7 @@ from shared.contracts.events import (
 )
 from shared.http import Problem, problem_response
 from shared.logging import get_logger
-from shared.outbox import queue_args, queue_cte
+from shared.outbox import queue_args, queue_cte, wake_relay
 
 from .booking import bookings_in_flight
 from .domain import ShipmentState, apply_partner_event, cod_mismatch, originals_after_delivery
@@ -246,7 +246,8 @@ async def apply_fact(
                      partner_event_id=fact.partner_event_id)
             return
         try:
-            if await _decide_and_store(conn, schema, row, fact, originals_days):
+            if await _decide_and_store(conn, row, fact, originals_days):
+                wake_relay(schema)  # the store was its own transaction: committed
                 return
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "partner_callbacks_pkey":
@@ -260,7 +261,6 @@ async def apply_fact(
 
 async def _decide_and_store(
     conn: asyncpg.Connection,
-    schema: str,
     row: asyncpg.Record,
     fact: PartnerEvent,
     originals_days: timedelta,
@@ -296,7 +296,7 @@ async def _decide_and_store(
     ]
     stored = await _store_state(
         conn, row, fact, new, topics.DELIVERED in decision.emit, originals_days, anomalies,
-        events, schema,
+        events,
     )
     if stored:
         for detail in anomalies:
@@ -313,7 +313,6 @@ async def _store_state(
     originals_days: timedelta,
     anomalies: list[str],
     events: list[Envelope[Any]],
-    schema: str,
 ) -> bool:
     kind = fact.kind
     originals = originals_after_delivery(fact.documents_collected) if row["has_originals"] else "none"
@@ -357,7 +356,7 @@ async def _store_state(
         fact.partner_event_id,
         fact.partner,
         fact.cod_amount,
-        *queue_args(events, schema),
+        *queue_args(events),
     )
 
 

@@ -22,6 +22,7 @@ import asyncpg
 
 from shared.contracts import topics
 from shared.contracts.events import Applicant, Delivery, DocumentType, RequestRegistered, new_event
+from shared.outbox import wake_relay
 
 from . import capacity, repository
 from .domain import REQUIREMENT_DOCUMENTS, new_tracking_code
@@ -150,11 +151,12 @@ async def register(
     # Inside a caller's transaction (the WhatsApp conversation's): in a savepoint, so that a
     # refusal releases the locks the call took, and a unique violation (below) leaves the
     # conversation's transaction usable. Otherwise the call is one statement, its own transaction.
-    scope = conn.transaction() if conn.is_in_transaction() else contextlib.nullcontext()
+    in_callers_transaction = conn.is_in_transaction()
+    scope = conn.transaction() if in_callers_transaction else contextlib.nullcontext()
     try:
         async with scope:
-            return await _register(
-                conn, settings, schema, body, caller, scoped_key, digest, phone_override, now
+            done = await _register(
+                conn, settings, body, caller, scoped_key, digest, phone_override, now
             )
     except asyncpg.UniqueViolationError as exc:
         # A concurrent call with the same Idempotency-Key (and another applicant or document, so
@@ -164,6 +166,9 @@ async def register(
             if existing is not None:
                 return _replay_or_refuse(existing, digest)
         raise
+    if not done.replayed and not in_callers_transaction:
+        wake_relay(schema)  # committed (the call was its own transaction); else the caller wakes
+    return done
 
 
 def _replay_or_refuse(existing: asyncpg.Record, digest: str) -> Registered:
@@ -175,7 +180,6 @@ def _replay_or_refuse(existing: asyncpg.Record, digest: str) -> Registered:
 async def _register(
     conn: asyncpg.Connection,
     settings: IntakeSettings,
-    schema: str,
     body: RegistrationIn | OperatorRegistrationIn,
     caller: Caller,
     scoped_key: str | None,
@@ -223,7 +227,6 @@ async def _register(
         # operator at the counter), and the writes.
         done = await repository.register_request(
             conn,
-            schema=schema,
             event=event,
             idempotency_key=scoped_key,
             open_nik=None if another_person else nik,

@@ -28,13 +28,12 @@ class Registration(NamedTuple):
     earlier: asyncpg.Record | None
 
 
-_REGISTER = "SELECT * FROM register_request(" + ", ".join(f"${i}" for i in range(1, 31)) + ")"
+_REGISTER = "SELECT * FROM register_request(" + ", ".join(f"${i}" for i in range(1, 30)) + ")"
 
 
 async def register_request(
     conn: asyncpg.Connection,
     *,
-    schema: str,
     event: Envelope[RequestRegistered],
     idempotency_key: str | None,
     open_nik: str | None,
@@ -45,12 +44,13 @@ async def register_request(
     quota: int,
     enforce_quota: bool,
 ) -> Registration:
-    """One call (migration ``0004_register_in_one_call.sql``): under a lock on the applicant and
+    """One call (migration ``0005_register_without_notify.sql``): under a lock on the applicant and
     document type, look up the replay and the open request (``open_nik`` None: not that one),
     take a place in the day's capacity, and write the request ``event`` registers, its first
     timeline entry and the event (outbox). An Idempotency-Key taken meanwhile by another applicant
     or document raises ``asyncpg.UniqueViolationError``; nothing is written unless the outcome is
-    ``registered``. One statement; inside the caller's transaction if there is one."""
+    ``registered``. One statement; inside the caller's transaction if there is one. The caller
+    wakes the outbox relay once the registration has committed (``shared.outbox.wake_relay``)."""
     registered = event.data
     document_type = registered.document_type.value
     row = await conn.fetchrow(
@@ -79,7 +79,7 @@ async def register_request(
         event.event_type,
         event.occurred_at,
         json.dumps({"document_type": document_type}),
-        *queue_args([event], schema),
+        *queue_args([event]),
     )
     assert row is not None  # the function always answers one row
     outcome = row["outcome"]

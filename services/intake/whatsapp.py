@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.http import Problem
 from shared.logging import get_logger
+from shared.outbox import wake_relay
 from shared.runtime import Runtime
 from shared.webhook_signing import META_SIGNATURE_HEADER, verify_meta_signature
 from shared.whatsapp.client import parse_inbound_messages, subscription_challenge
@@ -182,14 +183,17 @@ async def handle_message(rt: Runtime, message: Inbound) -> bool:
         current = await _load(conn, message.wa_id)
         step = conv.step(current, message.text, cod_fee=s.cod_fee_rupiah)
         replies = list(step.replies)
-        if isinstance(step.action, conv.LookupStatus):
-            replies.append(await _status(conn, s, message.wa_id, phone, step.action.tracking_code))
-        elif isinstance(step.action, conv.Register):
-            step = await _register(conn, rt, step.conversation, step.action, phone, message.wamid)
+        action = step.action
+        if isinstance(action, conv.LookupStatus):
+            replies.append(await _status(conn, s, message.wa_id, phone, action.tracking_code))
+        elif isinstance(action, conv.Register):
+            step = await _register(conn, rt, step.conversation, action, phone, message.wamid)
             replies.extend(step.replies)
         await _save(conn, message.wa_id, step.conversation)
         for reply in replies:
             await queue_reply(conn, message.wa_id, reply)
+    if isinstance(action, conv.Register):
+        wake_relay(rt.schema)  # its request-registered event, if it was registered, is committed
     # the sender's number is masked by the log pipeline (shared/logging.py), like every value
     log.info("whatsapp message handled", wamid=message.wamid, sender=message.wa_id,
              state=step.conversation.state,

@@ -432,7 +432,6 @@ async def dead_letter_send(
     }
     await add_record(
         conn,
-        schema=rt.schema,
         record_id=uuid.uuid4(),
         topic=dead_letter_topic(rt.settings.service_name),
         key=str(row["request_id"]),

@@ -30,7 +30,7 @@ from shared.contracts.events import (
 )
 from shared.http import Problem, request_id_of
 from shared.logging import get_logger
-from shared.outbox import queue_args, queue_cte
+from shared.outbox import queue_args, queue_cte, wake_relay
 from shared.privacy import mask_nik
 
 from .domain import (
@@ -213,10 +213,12 @@ async def _update(
         read["status"],
         read["claimed_by"],
         read["claimed_at"],
-        *queue_args([event] if event else [], schema),
+        *queue_args([event] if event else []),
     )
     if row is None:
         raise _Raced
+    if event is not None:
+        wake_relay(schema)  # the statement was its own transaction: committed
     return row
 
 

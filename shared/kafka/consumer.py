@@ -314,7 +314,6 @@ class EventConsumer:
         )
         await add_record(
             conn,
-            schema=self.service,
             record_id=uuid.uuid5(
                 _DLQ_NS, f"{self.group_id}/{record.topic}/{record.partition}/{record.offset}"
             ),

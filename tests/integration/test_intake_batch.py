@@ -4,6 +4,7 @@ registration draws another tracking code when one is taken, and costs one statem
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import uuid
@@ -23,6 +24,7 @@ from services.intake import events as intake_events
 from services.intake import registration
 from services.intake.inputs import RegistrationIn
 from services.intake.settings import IntakeSettings
+from shared import outbox
 from shared.contracts import topics
 from shared.contracts.events import (
     CodPaid,
@@ -331,3 +333,34 @@ async def test_a_registration_costs_one_statement_and_so_does_a_replay(pool: asy
             )
         assert len(conn.statements) == expected, conn.statements
     assert done.replayed
+
+
+async def test_a_registration_wakes_the_relay_after_its_commit_and_notifies_nobody(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay is woken in-process once the row is committed (shared.outbox.wake_relay), not by
+    pg_notify in the registration's transaction: PostgreSQL serialises the commits of notifying
+    transactions cluster-wide (bench/README.md, thirteenth round). Inside a caller's transaction
+    the caller wakes it, after its own commit."""
+    seen: list[int] = []
+
+    class Relay:
+        def wake(self) -> None:  # the row must be there for the relay's read
+            seen.append(len(seen))
+
+    monkeypatch.setitem(outbox._relays, SCHEMA, Relay())
+    notified: list[str] = []
+    async with pool.acquire() as listener:
+        await listener.add_listener(outbox.notify_channel(SCHEMA), lambda *a: notified.append(a[2]))
+        rid = await register(pool)
+        assert seen == [0]
+        assert await pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE key = $1", str(rid)) == 1  # committed
+        async with pool.acquire() as conn, conn.transaction():
+            await registration.register(conn, settings=SETTINGS, schema=SCHEMA,
+                                        body=RegistrationIn.model_validate(_kk_request()),
+                                        caller=WEB)
+        assert seen == [0]  # not woken before the caller's commit
+        await asyncio.sleep(0.3)
+        assert notified == []
+        await listener.execute("UNLISTEN *")

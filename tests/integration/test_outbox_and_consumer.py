@@ -18,7 +18,7 @@ from shared.contracts import topics
 from shared.contracts.events import DocumentPrinted, Envelope, new_event
 from shared.db.pool import create_pool, migrate
 from shared.kafka.consumer import EventConsumer, RejectEvent
-from shared.outbox import OutboxRelay, add_event
+from shared.outbox import OutboxRelay, add_event, wake_relay
 from tests.support.infra import (
     KAFKA,
     committed,
@@ -74,11 +74,11 @@ async def test_relay_publishes_outbox_rows_in_order_with_headers(
     async with pool.acquire() as conn:
         for event in events:
             async with conn.transaction():
-                await add_event(conn, event, schema)
+                await add_event(conn, event)
         # a rolled-back transaction publishes nothing
         with pytest.raises(RuntimeError):
             async with conn.transaction():
-                await add_event(conn, printed(request_id, "never"), schema)
+                await add_event(conn, printed(request_id, "never"))
                 raise RuntimeError("business change failed")
     relay = OutboxRelay(dsn=database, schema=schema, bootstrap_servers=KAFKA, batch_size=7,
                         topic_prefix=ns)
@@ -311,7 +311,8 @@ async def test_a_batch_handler_applies_the_fresh_events_at_once_and_a_failure_fa
 
 async def test_a_fact_and_its_events_in_one_statement(schema_pool: Any) -> None:
     """shared.outbox.queue_cte: the business row and the outbox rows (in order, with the usual
-    headers) in one statement, which wakes the relay; no events, no outbox row."""
+    headers) in one statement; no events, no outbox row. It notifies nobody: a notifying
+    transaction commits under a cluster-wide lock (the caller wakes the relay instead)."""
     from shared.outbox import add_event, notify_channel, queue_args, queue_cte
 
     schema, pool = schema_pool
@@ -325,14 +326,14 @@ async def test_a_fact_and_its_events_in_one_statement(schema_pool: Any) -> None:
         sql = (f"WITH {queue_cte(3)} INSERT INTO effects VALUES ($1, $2) RETURNING number")
         async with pool.acquire() as conn, conn.transaction():
             number = await conn.fetchval(
-                sql, first.event_id, "Q", *queue_args([first, second], schema))
+                sql, first.event_id, "Q", *queue_args([first, second]))
         assert number == "Q"
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(sql, second.event_id, "none", *queue_args([], schema))
+            await conn.execute(sql, second.event_id, "none", *queue_args([]))
         # the same rows add_event writes, in the events' order
         third = printed(uuid.uuid4(), "Q-3")
         async with pool.acquire() as conn, conn.transaction():
-            await add_event(conn, third, schema)
+            await add_event(conn, third)
         rows = await pool.fetch("SELECT event_id, topic, key, value, headers FROM outbox ORDER BY id")
         assert [r["event_id"] for r in rows] == [first.event_id, second.event_id, third.event_id]
         assert rows[0]["value"] == first.model_dump_json().encode()
@@ -341,5 +342,48 @@ async def test_a_fact_and_its_events_in_one_statement(schema_pool: Any) -> None:
         assert json.loads(rows[0]["headers"]) == json.loads(rows[2]["headers"]) | {
             "event_id": str(first.event_id), "correlation_id": first.correlation_id}
         assert await pool.fetchval("SELECT count(*) FROM effects") == 2
-        await wait_until(lambda: _true(len(woken) >= 2))
+        await asyncio.sleep(0.3)
+        assert woken == []
         await listener.remove_listener(notify_channel(schema), on_notify)
+
+
+async def _queue(pool: Any, number: str) -> Envelope[Any]:
+    event = printed(uuid.uuid4(), number)
+    async with pool.acquire() as conn, conn.transaction():
+        await add_event(conn, event)
+    return event
+
+
+async def test_wake_relay_wakes_the_active_relay_at_once_even_from_another_instance(
+    database: str, schema_pool: Any, ns: str
+) -> None:
+    """shared.outbox.wake_relay after a commit: this process's relay publishes at once (its poll
+    is a minute away here). When this process's relay is not the active one, it passes the
+    wake-up on with a NOTIFY of its own, which the active one listens to."""
+    schema, pool = schema_pool
+    slow = {"dsn": database, "schema": schema, "bootstrap_servers": KAFKA, "topic_prefix": ns,
+            "poll_interval_s": 60.0}
+    active = OutboxRelay(**slow)
+    await active.start()
+    standby = None
+    try:
+        await wait_until(lambda: _true(active.is_leader))
+        await wait_until(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"))
+        await _queue(pool, "W-1")
+        await asyncio.sleep(0.5)
+        assert await pool.fetchval("SELECT count(*) FROM outbox") == 1  # no wake, no publish
+        wake_relay(schema)
+        await wait_until(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"), 3.0)
+
+        standby = OutboxRelay(**slow)  # another instance's: this process's relay from now on
+        await standby.start()
+        await asyncio.sleep(0.5)
+        assert not standby.is_leader
+        await _queue(pool, "W-2")
+        wake_relay(schema)
+        await wait_until(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"), 3.0)
+        assert active.published == 2
+    finally:
+        if standby is not None:
+            await standby.stop()
+        await active.stop()
