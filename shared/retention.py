@@ -31,9 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
-
-from shared.db.pool import TRANSIENT_DB_ERRORS, advisory_key
+from shared.db.pool import TRANSIENT_DB_ERRORS, Pool, advisory_key
 from shared.logging import get_logger
 from shared.runtime import Runtime
 
@@ -67,7 +65,7 @@ def inbox_pruning(days: float) -> Erasure:
 
 
 async def run_once(
-    pool: asyncpg.Pool,
+    pool: Pool,
     schema: str,
     erasures: Sequence[Erasure],
     retention_days: float,

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import uvicorn
 from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker
 
-from shared.db.pool import create_pool, migrate, wait_for_database
+from shared.db.pool import Pool, create_pool, migrate, wait_for_database
 from shared.gc_tuning import settle_gc
 from shared.http import RequestContextMiddleware, install_error_handlers, problem_response
 from shared.kafka.consumer import BatchHandler, EventConsumer, Handler
@@ -61,7 +60,7 @@ class Runtime:
     def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
         self.spec = spec
         self.settings = settings
-        self._pool: asyncpg.Pool | None = None
+        self._pool: Pool | None = None
         self.relay = OutboxRelay(
             dsn=settings.database_url,
             schema=settings.db_schema,
@@ -78,7 +77,7 @@ class Runtime:
         self.wakers: dict[str, asyncio.Event] = {}
 
     @property
-    def pool(self) -> asyncpg.Pool:
+    def pool(self) -> Pool:
         assert self._pool is not None, "runtime not started"
         return self._pool
 

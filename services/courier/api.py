@@ -13,6 +13,7 @@ import asyncpg
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.db.pool import Pool
 from shared.http import Problem
 from shared.logging import get_logger
 from shared.privacy import mask_phone
@@ -65,7 +66,7 @@ def shipment_view(row: asyncpg.Record, promise: Promise, now: datetime) -> dict[
 
 
 async def shipment_or_404(
-    conn: asyncpg.Pool | asyncpg.Connection, request_id: uuid.UUID, for_update: bool = False
+    conn: Pool | asyncpg.Connection, request_id: uuid.UUID, for_update: bool = False
 ) -> asyncpg.Record:
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(f"SELECT * FROM shipments WHERE request_id = $1{lock}", request_id)
@@ -233,7 +234,7 @@ async def cancel_shipment(request_id: uuid.UUID, body: OpsBody, request: Request
     return shipment_view(row, promise_of(request), datetime.now(UTC))
 
 
-async def _refuse(pool: asyncpg.Pool, request_id: uuid.UUID, action: str) -> NoReturn:
+async def _refuse(pool: Pool, request_id: uuid.UUID, action: str) -> NoReturn:
     status = (await shipment_or_404(pool, request_id))["status"]
     raise Problem(409, "Tidak dapat dilakukan / Not allowed in the shipment's state",
                   f"Cannot {action} a shipment that is {status}")

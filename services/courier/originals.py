@@ -21,6 +21,7 @@ import asyncpg
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.db.pool import Pool
 from shared.http import Problem
 from shared.logging import get_logger
 
@@ -101,7 +102,7 @@ async def get_originals(request_id: uuid.UUID, request: Request) -> Any:
     return {**_view(row, datetime.now(UTC)), "custody": await _custody(pool, request_id)}
 
 
-async def _custody(conn: asyncpg.Pool | asyncpg.Connection, request_id: uuid.UUID) -> list[Any]:
+async def _custody(conn: Pool | asyncpg.Connection, request_id: uuid.UUID) -> list[Any]:
     rows = await conn.fetch(
         "SELECT step, actor, detail, at FROM originals_custody WHERE request_id = $1 ORDER BY id",
         request_id,

@@ -43,6 +43,7 @@ from shared.contracts.events import (
     ReturnedToOffice,
     new_event,
 )
+from shared.db.pool import Pool
 from shared.http import Problem, problem_response
 from shared.logging import get_logger
 from shared.outbox import queue_args, queue_cte, wake_relay
@@ -110,7 +111,7 @@ class UnknownWaybill(Problem):
 
 
 async def apply_facts(
-    pool: asyncpg.Pool,
+    pool: Pool,
     schema: str,
     facts: list[PartnerEvent],
     originals_days: timedelta = timedelta(days=7),

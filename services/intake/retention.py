@@ -14,9 +14,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
-
 from shared import retention
+from shared.db.pool import Pool
 from shared.retention import DEAD_LETTERS, Erasure
 from shared.runtime import Runtime
 
@@ -58,7 +57,7 @@ def erasures(s: IntakeSettings) -> list[Erasure]:
 
 
 async def run_once(
-    pool: asyncpg.Pool, settings: IntakeSettings, retention_days: float | None = None
+    pool: Pool, settings: IntakeSettings, retention_days: float | None = None
 ) -> dict[str, Any]:
     days = settings.personal_data_retention_days if retention_days is None else retention_days
     return await retention.run_once(pool, settings.db_schema, erasures(settings), days)

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from shared.contracts.events import Envelope, UnsupportedEvent, parse_event
 from shared.contracts.topics import dead_letter_topic
-from shared.db.pool import TRANSIENT_DB_ERRORS
+from shared.db.pool import TRANSIENT_DB_ERRORS, Pool
 from shared.logging import get_logger
 from shared.outbox import add_record
 
@@ -105,7 +105,7 @@ class EventConsumer:
         *,
         service: str,
         group_id: str,
-        pool_provider: Callable[[], asyncpg.Pool],
+        pool_provider: Callable[[], Pool],
         handlers: Mapping[str, Handler],
         batch_handler: BatchHandler | None = None,
         after_commit: Sequence[Callable[[], None]] = (),

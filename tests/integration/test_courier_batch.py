@@ -22,7 +22,7 @@ from services.courier.partners import PartnerEvent
 from services.courier.webhooks import apply_fact, apply_facts
 from shared.contracts import topics
 from shared.contracts.events import Envelope
-from shared.db.pool import create_pool, migrate
+from shared.db.pool import Pool, create_pool, migrate
 from shared.http import Problem
 from shared.kafka.consumer import EventConsumer
 from tests.support.events import T0, printed, registered
@@ -56,7 +56,7 @@ async def _reset(conn: asyncpg.Connection) -> None:
     await conn.execute("TRUNCATE shipments")
 
 
-async def test_a_batch_in_any_order_ends_like_one_event_at_a_time(pool: asyncpg.Pool) -> None:
+async def test_a_batch_in_any_order_ends_like_one_event_at_a_time(pool: Pool) -> None:
     a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     # the second registration and the second print of `a` came later: no-ops one by one
     batch = [
@@ -93,7 +93,7 @@ async def test_a_batch_in_any_order_ends_like_one_event_at_a_time(pool: asyncpg.
     assert rows[c]["status"] == "awaiting_print"
 
 
-async def test_a_batch_completes_shipments_that_existed_before(pool: asyncpg.Pool) -> None:
+async def test_a_batch_completes_shipments_that_existed_before(pool: Pool) -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
     before = [registered(a, "corr-a"), printed(b, "corr-b", "N-b")]
     batch = [printed(a, "corr-a", "N-a"), registered(b, "corr-b", name="Budi"),
@@ -122,7 +122,7 @@ def _record(event: Envelope[Any], offset: int, value: bytes | None = None) -> Co
     )
 
 
-async def test_a_bad_event_in_a_batch_is_dead_lettered_alone(pool: asyncpg.Pool) -> None:
+async def test_a_bad_event_in_a_batch_is_dead_lettered_alone(pool: Pool) -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
     # valid for the contract, refused by PostgreSQL (text cannot hold NUL): only the database
     # statement fails, so the batch path fails and the fallback must isolate this one event
@@ -162,7 +162,7 @@ def _fact(kind: str, event_id: str, waybill: str, **kw: Any) -> PartnerEvent:
                         occurred_at=kw.pop("at", T0), **kw)
 
 
-async def test_callbacks_store_state_anomalies_custody_and_count_resends(pool: asyncpg.Pool) -> None:
+async def test_callbacks_store_state_anomalies_custody_and_count_resends(pool: Pool) -> None:
     a = uuid.uuid4()
     async with pool.acquire() as conn:
         await courier_events.apply_batch(conn, [registered(a, "corr-a"), printed(a, "corr-a", "N")])
@@ -219,7 +219,7 @@ async def test_callbacks_store_state_anomalies_custody_and_count_resends(pool: a
     ]
 
 
-async def test_a_shipment_without_originals_gets_no_custody_step(pool: asyncpg.Pool) -> None:
+async def test_a_shipment_without_originals_gets_no_custody_step(pool: Pool) -> None:
     a = uuid.uuid4()
     async with pool.acquire() as conn:
         await courier_events.apply_batch(
@@ -247,7 +247,7 @@ async def _booked(conn: asyncpg.Connection, request_id: uuid.UUID, waybill: str)
     )
 
 
-async def test_concurrent_callbacks_of_one_parcel_apply_each_fact_once(pool: asyncpg.Pool) -> None:
+async def test_concurrent_callbacks_of_one_parcel_apply_each_fact_once(pool: Pool) -> None:
     """Pickup, COD and delivery of each parcel, each sent twice, all at once on their own
     connections: every store races the others of its parcel (compare-and-set, read again)."""
     import asyncio
@@ -292,7 +292,7 @@ async def test_concurrent_callbacks_of_one_parcel_apply_each_fact_once(pool: asy
 
 
 async def test_an_event_id_stored_meanwhile_for_another_parcel_changes_nothing_here(
-    pool: asyncpg.Pool,
+    pool: Pool,
 ) -> None:
     """A partner reusing an event id for two parcels at once: the second store waits on the
     first's dedupe row, then must leave its own shipment untouched (found seen, only counted)."""
@@ -327,7 +327,7 @@ async def test_an_event_id_stored_meanwhile_for_another_parcel_changes_nothing_h
 
 
 async def test_a_callback_overtaking_our_booking_waits_for_it_instead_of_a_404(
-    database: str, pool: asyncpg.Pool
+    database: str, pool: Pool
 ) -> None:
     a = uuid.uuid4()
     async with pool.acquire() as conn:
@@ -392,7 +392,7 @@ class _ChangedAfterRead:
 
 
 async def test_a_shipment_changed_between_read_and_store_is_read_and_decided_again(
-    pool: asyncpg.Pool,
+    pool: Pool,
 ) -> None:
     a = uuid.uuid4()
     async with pool.acquire() as conn, pool.acquire() as other:
@@ -436,7 +436,7 @@ class _MeetAfterFirstStatement:
 
 
 async def test_two_instances_with_opposite_mixes_of_a_batch_do_not_deadlock(
-    pool: asyncpg.Pool,
+    pool: Pool,
 ) -> None:
     """Instance A has r2's registration and r1's print, instance B the opposite (the two topics'
     partitions sit with different instances): without the batch's advisory locks, A held r2 and
@@ -480,7 +480,7 @@ class _HangsForFirst:
                        order_ref=request.order_ref)
 
 
-async def test_a_slow_booking_holds_up_only_itself(pool: asyncpg.Pool) -> None:
+async def test_a_slow_booking_holds_up_only_itself(pool: Pool) -> None:
     """A booking the partner is slow to answer must not hold up the bookings due after it (until
     2026-11-22 the worker booked a claimed batch and waited for all of it before claiming again)."""
     from types import SimpleNamespace

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from services.courier import events as courier_events
@@ -21,6 +20,7 @@ from services.courier.domain import Promise
 from services.courier.originals import _view as originals_view
 from services.courier.partners import PartnerEvent
 from services.courier.webhooks import apply_fact
+from shared.db.pool import Pool
 from shared.retention import run_once
 from tests.support.events import registered
 from tests.support.infra import migrated_pool
@@ -40,13 +40,13 @@ ADDRESS = {"street": "Jl. Mawar 1", "rt_rw": "001/002", "kelurahan": "Menteng",
 
 
 @pytest.fixture
-async def db(database: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+async def db(database: str) -> AsyncIterator[tuple[str, Pool]]:
     schema = f"cr_{uuid.uuid4().hex[:8]}"
     async with migrated_pool(database, schema, MIGRATIONS) as pool:
         yield schema, pool  # run_once's advisory lock is per schema
 
 
-async def shipment(pool: asyncpg.Pool, status: str, originals: str, at: datetime) -> uuid.UUID:
+async def shipment(pool: Pool, status: str, originals: str, at: datetime) -> uuid.UUID:
     """A shipment in ``status`` whose last change was ``at``, every personal column filled."""
     request_id = uuid.uuid4()
     delivered = status in ("delivered", "completed")
@@ -87,11 +87,11 @@ async def shipment(pool: asyncpg.Pool, status: str, originals: str, at: datetime
     return request_id
 
 
-async def rows(pool: asyncpg.Pool) -> dict[uuid.UUID, dict[str, Any]]:
+async def rows(pool: Pool) -> dict[uuid.UUID, dict[str, Any]]:
     return {r["request_id"]: dict(r) for r in await pool.fetch("SELECT * FROM shipments")}
 
 
-async def custody(pool: asyncpg.Pool) -> dict[uuid.UUID, list[tuple[Any, ...]]]:
+async def custody(pool: Pool) -> dict[uuid.UUID, list[tuple[Any, ...]]]:
     out: dict[uuid.UUID, list[tuple[Any, ...]]] = {}
     for r in await pool.fetch("SELECT request_id, step, actor, detail, at FROM originals_custody"
                               " ORDER BY id"):
@@ -100,7 +100,7 @@ async def custody(pool: asyncpg.Pool) -> dict[uuid.UUID, list[tuple[Any, ...]]]:
 
 
 async def test_shipments_over_past_the_period_lose_the_recipient_data(
-    db: tuple[str, asyncpg.Pool],
+    db: tuple[str, Pool],
 ) -> None:
     schema, pool = db
     erased_ids = [
@@ -156,7 +156,7 @@ async def test_shipments_over_past_the_period_lose_the_recipient_data(
         assert originals_view(row, NOW)["status"] == before[erased]["originals_status"]
 
 
-async def test_late_writes_do_not_refill_an_erased_shipment(db: tuple[str, asyncpg.Pool]) -> None:
+async def test_late_writes_do_not_refill_an_erased_shipment(db: tuple[str, Pool]) -> None:
     schema, pool = db
     returned = await shipment(pool, "returned_to_office", "none", OLD)
     delivered = await shipment(pool, "delivered", "none", OLD)

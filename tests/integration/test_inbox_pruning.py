@@ -11,10 +11,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import asyncpg
 import pytest
 
 from shared import retention
+from shared.db.pool import Pool
 from shared.retention import BATCH, inbox_pruning, run_once
 from tests.support.infra import migrated_pool
 
@@ -25,13 +25,13 @@ NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def db(database: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+async def db(database: str) -> AsyncIterator[tuple[str, Pool]]:
     schema = f"ib_{uuid.uuid4().hex[:8]}"
     async with migrated_pool(database, schema, MIGRATIONS) as pool:
         yield schema, pool
 
 
-async def _inbox(pool: asyncpg.Pool, n: int, at: datetime) -> list[uuid.UUID]:
+async def _inbox(pool: Pool, n: int, at: datetime) -> list[uuid.UUID]:
     ids = [uuid.uuid4() for _ in range(n)]
     await pool.execute(
         "INSERT INTO inbox (consumer, event_id, topic, received_at)"
@@ -40,7 +40,7 @@ async def _inbox(pool: asyncpg.Pool, n: int, at: datetime) -> list[uuid.UUID]:
 
 
 async def test_event_ids_older_than_the_inbox_retention_are_deleted_younger_ones_kept(
-    db: tuple[str, asyncpg.Pool],
+    db: tuple[str, Pool],
 ) -> None:
     schema, pool = db
     old = await _inbox(pool, BATCH * 2 + 7, NOW - timedelta(days=30, minutes=1))  # 3 batches
@@ -61,7 +61,7 @@ async def test_event_ids_older_than_the_inbox_retention_are_deleted_younger_ones
 
 
 async def test_the_prune_reads_the_received_at_index_not_the_whole_table(
-    db: tuple[str, asyncpg.Pool],
+    db: tuple[str, Pool],
 ) -> None:
     _, pool = db
     await _inbox(pool, 20_000, NOW - timedelta(days=1))

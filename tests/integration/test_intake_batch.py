@@ -36,6 +36,7 @@ from shared.contracts.events import (
     RequestRejected,
     new_event,
 )
+from shared.db.pool import Pool
 from shared.kafka.consumer import EventConsumer
 from tests.support.infra import migrated_pool
 
@@ -49,7 +50,7 @@ AT = datetime.now(UTC) + timedelta(hours=1)  # after every registration of the r
 
 
 @pytest.fixture(scope="module")
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+async def pool(database: str) -> AsyncIterator[Pool]:
     async with migrated_pool(database, SCHEMA, MIGRATIONS) as pool:
         yield pool
 
@@ -62,7 +63,7 @@ def _kk_request() -> dict[str, Any]:
     return sample_request(random.Random()) | {"document_type": "kk"}  # a fresh NIK each time
 
 
-async def register(pool: asyncpg.Pool, body: dict[str, Any] | None = None) -> uuid.UUID:
+async def register(pool: Pool, body: dict[str, Any] | None = None) -> uuid.UUID:
     async with pool.acquire() as conn:
         done = await registration.register(
             conn,
@@ -137,7 +138,7 @@ def interleave(per_request: dict[str, list[Envelope[Any]]]) -> list[Envelope[Any
     return out
 
 
-async def state(pool: asyncpg.Pool, rid: uuid.UUID) -> dict[str, Any]:
+async def state(pool: Pool, rid: uuid.UUID) -> dict[str, Any]:
     row = await pool.fetchrow("SELECT * FROM requests WHERE request_id = $1", rid)
     timeline = await pool.fetch(
         "SELECT event_type, detail, note FROM request_timeline WHERE request_id = $1"
@@ -153,7 +154,7 @@ async def state(pool: asyncpg.Pool, rid: uuid.UUID) -> dict[str, Any]:
     }
 
 
-async def test_a_batch_ends_where_its_events_one_by_one_end(pool: asyncpg.Pool) -> None:
+async def test_a_batch_ends_where_its_events_one_by_one_end(pool: Pool) -> None:
     batched = {name: await register(pool) for name in STORIES}
     single = {name: await register(pool) for name in STORIES}
     batch = interleave({n: [make(batched[n]) for make in story] for n, story in STORIES.items()})
@@ -182,7 +183,7 @@ async def test_a_batch_ends_where_its_events_one_by_one_end(pool: asyncpg.Pool) 
     assert detail == {"partner": "pos", "waybill": "P1", "cod_amount": 20000}
 
 
-async def test_the_status_is_not_updated_when_no_event_moves_it(pool: asyncpg.Pool) -> None:
+async def test_the_status_is_not_updated_when_no_event_moves_it(pool: Pool) -> None:
     rid = await register(pool)
     async with pool.acquire() as conn, conn.transaction():
         await intake_events.apply_batch(conn, [rejected(rid)])
@@ -204,7 +205,7 @@ def _record(topic: str, offset: int, ev: Envelope[Any]) -> ConsumerRecord:
 
 
 async def test_the_consumer_applies_a_batch_at_once_and_dead_letters_only_an_unknown_request(
-    pool: asyncpg.Pool,
+    pool: Pool,
 ) -> None:
     calls: list[int] = []
 
@@ -245,7 +246,7 @@ async def test_the_consumer_applies_a_batch_at_once_and_dead_letters_only_an_unk
 
 
 async def test_a_taken_tracking_code_is_drawn_again(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = await register(pool)
     taken = await pool.fetchval("SELECT tracking_code FROM requests WHERE request_id = $1", first)
@@ -264,7 +265,7 @@ async def test_a_taken_tracking_code_is_drawn_again(
 
 
 async def test_a_taken_tracking_code_is_drawn_again_inside_the_callers_transaction(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As the WhatsApp conversation registers: inside its own transaction, which goes on after."""
     first = await register(pool)
@@ -283,7 +284,7 @@ async def test_a_taken_tracking_code_is_drawn_again_inside_the_callers_transacti
 
 
 async def test_no_free_tracking_code_writes_nothing(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = await register(pool)
     taken = await pool.fetchval("SELECT tracking_code FROM requests WHERE request_id = $1", first)
@@ -318,7 +319,7 @@ class _Counting:
         return attr
 
 
-async def test_a_registration_costs_one_statement_and_so_does_a_replay(pool: asyncpg.Pool) -> None:
+async def test_a_registration_costs_one_statement_and_so_does_a_replay(pool: Pool) -> None:
     body = RegistrationIn.model_validate(_kk_request())
     for expected in (1, 1):  # register_request: the lock, the lookups, the counter, the writes
         async with pool.acquire() as raw:
@@ -336,7 +337,7 @@ async def test_a_registration_costs_one_statement_and_so_does_a_replay(pool: asy
 
 
 async def test_a_registration_wakes_the_relay_after_its_commit_and_notifies_nobody(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The relay is woken in-process once the row is committed (shared.outbox.wake_relay), not by
     pg_notify in the registration's transaction: PostgreSQL serialises the commits of notifying

@@ -6,11 +6,11 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 import services.intake
 from services.intake import replies
+from shared.db.pool import Pool
 from tests.support.infra import migrated_pool
 
 pytestmark = pytest.mark.integration
@@ -20,12 +20,12 @@ SCHEMA = f"intake_r_{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+async def pool(database: str) -> AsyncIterator[Pool]:
     async with migrated_pool(database, SCHEMA, MIGRATIONS) as pool:
         yield pool
 
 
-async def test_a_reply_waits_for_the_earlier_one_of_its_applicant(pool: asyncpg.Pool) -> None:
+async def test_a_reply_waits_for_the_earlier_one_of_its_applicant(pool: Pool) -> None:
     async with pool.acquire() as conn:
         for wa_id, body in [("6281111", "RT/RW?"), ("6281111", "Kelurahan?"), ("6282222", "Halo")]:
             await replies.queue_reply(conn, wa_id, body)

@@ -31,7 +31,7 @@ from shared.contracts.events import (
     RequestRegistered,
     new_event,
 )
-from shared.db.pool import create_pool, migrate
+from shared.db.pool import Pool, create_pool, migrate
 from shared.kafka.consumer import EventConsumer
 
 pytestmark = pytest.mark.integration
@@ -118,7 +118,7 @@ async def _rows(conn: asyncpg.Connection, event: Envelope[Any]) -> dict[str, str
     return {r["recipient"]: r["status"] for r in rows}
 
 
-async def test_a_batch_in_any_order_ends_like_one_event_at_a_time(pool: asyncpg.Pool) -> None:
+async def test_a_batch_in_any_order_ends_like_one_event_at_a_time(pool: Pool) -> None:
     a, b, c, d = (uuid.uuid4() for _ in range(4))
     # a: someone else at the door, and a second (inconsistent) registration that must not win
     # over the first one consumed; d: a door event noted before its registration, and a replayed
@@ -184,7 +184,7 @@ class CountingConnection:
         return await self.conn.fetch(sql, *args)
 
 
-async def test_a_batch_costs_a_few_statements_whatever_its_size(pool: asyncpg.Pool) -> None:
+async def test_a_batch_costs_a_few_statements_whatever_its_size(pool: Pool) -> None:
     requests = [uuid.uuid4() for _ in range(20)]
     batch = []
     for i, r in enumerate(requests):
@@ -202,7 +202,7 @@ async def test_a_batch_costs_a_few_statements_whatever_its_size(pool: asyncpg.Po
         assert len(conn.statements) == 1  # nothing depends on who is at the door: no lock
 
 
-async def test_batches_on_one_request_wait_for_each_other(pool: asyncpg.Pool) -> None:
+async def test_batches_on_one_request_wait_for_each_other(pool: Pool) -> None:
     """Two notify instances, each with half of two requests: whichever commits second sees the
     other's rows, so both door contacts are told."""
     one, two = uuid.uuid4(), uuid.uuid4()
@@ -235,7 +235,7 @@ def _record(offset: int, event: Envelope[Any]) -> ConsumerRecord:
                           serialized_value_size=len(value), headers=[])
 
 
-async def test_a_bad_event_in_a_batch_is_dead_lettered_alone(pool: asyncpg.Pool) -> None:
+async def test_a_bad_event_in_a_batch_is_dead_lettered_alone(pool: Pool) -> None:
     good, bad = uuid.uuid4(), uuid.uuid4()
     calls: list[int] = []
 

@@ -18,7 +18,7 @@ import pytest
 from services.notify import events, repository, retention, sender
 from shared.contracts import topics
 from shared.contracts.events import DeliveryFailed, new_event
-from shared.db.pool import create_pool, migrate
+from shared.db.pool import Pool, create_pool, migrate
 from shared.retention import run_once
 from shared.whatsapp.client import MessageStatus, StatusError
 
@@ -38,7 +38,7 @@ PERSONAL = ("body", "event_data", "source", "error", "wa_error")
 
 
 @pytest.fixture
-async def db(database: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+async def db(database: str) -> AsyncIterator[tuple[str, Pool]]:
     schema = f"notify_{uuid.uuid4().hex[:8]}"
     await migrate(database, schema, MIGRATIONS)
     pool = await create_pool(database, schema, 2, 4)
@@ -98,7 +98,7 @@ async def personal(conn: asyncpg.Connection, rid: uuid.UUID) -> tuple[dict[str, 
 
 
 async def test_retention_erases_finished_old_requests_only_once(
-    db: tuple[str, asyncpg.Pool],
+    db: tuple[str, Pool],
 ) -> None:
     schema, pool = db
     async with pool.acquire() as conn:

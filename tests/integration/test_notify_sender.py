@@ -24,7 +24,7 @@ from services.notify import repository, sender
 from services.notify.repository import Accepted, mark_sent, mark_sent_many
 from services.notify.settings import NotifySettings
 from shared.contracts import topics
-from shared.db.pool import create_pool, migrate
+from shared.db.pool import Pool, create_pool, migrate
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ class CloudApi:
 class CountingPool:
     """The pool, counting claims and transactions (``acquire``: the stores, give-ups)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.claims = 0
         self.acquires = 0
@@ -88,7 +88,7 @@ class CountingPool:
 class Rt:
     """What the sender loop uses of a ``Runtime``."""
 
-    def __init__(self, pool: asyncpg.Pool, api: CloudApi, **settings: Any) -> None:
+    def __init__(self, pool: Pool, api: CloudApi, **settings: Any) -> None:
         self.pool = CountingPool(pool)
         self.settings = NotifySettings(
             whatsapp_timeout_s=1.0, send_claim_s=5.0, send_confirm_wait_s=5.0, **settings
@@ -102,7 +102,7 @@ class Rt:
 
 
 @pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+async def pool(database: str) -> AsyncIterator[Pool]:
     schema = f"notify_{uuid.uuid4().hex[:8]}"
     await migrate(database, schema, MIGRATIONS)
     pool = await create_pool(database, schema, 2, 10)
@@ -112,7 +112,7 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-async def add_request(pool: asyncpg.Pool, events: list[str]) -> uuid.UUID:
+async def add_request(pool: Pool, events: list[str]) -> uuid.UUID:
     """A registered request and one pending message per event (in this order of facts)."""
     request_id = uuid.uuid4()
     now = datetime.now(UTC)
@@ -160,7 +160,7 @@ async def until(predicate: Callable[[], Any], timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def all_sent(pool: asyncpg.Pool, count: int) -> Callable[[], Any]:
+def all_sent(pool: Pool, count: int) -> Callable[[], Any]:
     async def check() -> bool:
         n = await pool.fetchval("SELECT count(*) FROM notifications WHERE status = 'sent'")
         return bool(n == count)
@@ -202,7 +202,7 @@ class StoreSpy:
 
 
 async def test_sends_that_complete_together_are_stored_in_one_statement(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = asyncio.Event()
     api = CloudApi(gate)
@@ -228,7 +228,7 @@ async def test_sends_that_complete_together_are_stored_in_one_statement(
 
 
 async def test_a_store_the_database_refused_is_retried_and_never_resent(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     api = CloudApi()
     rt = Rt(pool, api)
@@ -247,7 +247,7 @@ async def test_a_store_the_database_refused_is_retried_and_never_resent(
 
 
 async def test_stopping_waits_for_the_sends_and_stores_their_answers(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = asyncio.Event()
     api = CloudApi(gate)
@@ -267,7 +267,7 @@ async def test_stopping_waits_for_the_sends_and_stores_their_answers(
 
 
 async def test_a_recipients_messages_go_out_in_order_without_waiting_for_the_timer(
-    pool: asyncpg.Pool,
+    pool: Pool,
 ) -> None:
     api = CloudApi()
     rt = Rt(pool, api)
@@ -286,7 +286,7 @@ async def test_a_recipients_messages_go_out_in_order_without_waiting_for_the_tim
 
 
 async def test_a_message_noted_while_its_predecessor_is_being_stored_is_not_late(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The consumer commits the next message (and wakes the sender) after the answer was queued
     and before it is stored: the sender's claim cannot see it due (its predecessor is not stored
@@ -316,7 +316,7 @@ async def test_a_message_noted_while_its_predecessor_is_being_stored_is_not_late
     assert late < 0.5, late  # not left to the 1 s timer
 
 
-async def test_a_claim_is_not_made_after_every_finished_send(pool: asyncpg.Pool) -> None:
+async def test_a_claim_is_not_made_after_every_finished_send(pool: Pool) -> None:
     api = CloudApi(spacing=0.01)  # a backlog, and answers 10 ms apart
     rt = Rt(pool, api, send_concurrency=8)
     for _ in range(32):
@@ -329,7 +329,7 @@ async def test_a_claim_is_not_made_after_every_finished_send(pool: asyncpg.Pool)
 
 
 
-async def test_a_finished_send_frees_its_slot_at_once(pool: asyncpg.Pool) -> None:
+async def test_a_finished_send_frees_its_slot_at_once(pool: Pool) -> None:
     """Every slot busy: the loop waits for a send to finish (not for the 1 s timer) to claim."""
     api = CloudApi()
     rt = Rt(pool, api, send_concurrency=1)
@@ -346,7 +346,7 @@ async def test_a_finished_send_frees_its_slot_at_once(pool: asyncpg.Pool) -> Non
 # ---- mark_sent_many writes what mark_sent writes ------------------------------------------------
 
 
-async def test_mark_sent_many_writes_what_mark_sent_writes(pool: asyncpg.Pool) -> None:
+async def test_mark_sent_many_writes_what_mark_sent_writes(pool: Pool) -> None:
     """Twin rows, one stored by each: answers, callbacks that came first (folded), a free text
     refused outside the window (re-armed as a template), a second wamid (not taken)."""
     cases = ["plain", "delivered_first", "refused_text", "second_wamid"]
@@ -401,7 +401,7 @@ async def test_mark_sent_many_writes_what_mark_sent_writes(pool: asyncpg.Pool) -
     assert refused["status"] == "pending" and refused["force_template"]
 
 
-async def _status(pool: asyncpg.Pool, wamid: str, status: str,
+async def _status(pool: Pool, wamid: str, status: str,
                   errors: list[dict[str, Any]] | None = None) -> None:
     await pool.execute(
         "INSERT INTO whatsapp_statuses (wamid, status, occurred_at, errors)"
@@ -419,7 +419,7 @@ def _scans_of(plan: dict[str, Any], alias: str) -> list[dict[str, Any]]:
 
 
 async def test_per_recipient_lookups_stay_lookups_when_a_backlog_outgrows_the_statistics(
-    pool: asyncpg.Pool,
+    pool: Pool,
 ) -> None:
     """The claim's "no earlier unsent message" and mark_sent's "has a next message" look up one
     recipient's unsent rows by index, even when the statistics were taken before a backlog of

@@ -16,7 +16,7 @@ from faststream.kafka import KafkaBroker
 
 from shared.contracts import topics
 from shared.contracts.events import DocumentPrinted, Envelope, new_event
-from shared.db.pool import create_pool, migrate
+from shared.db.pool import Pool, create_pool, migrate
 from shared.kafka.consumer import EventConsumer, RejectEvent
 from shared.outbox import OutboxRelay, add_event, wake_relay
 from tests.support.infra import (
@@ -97,7 +97,7 @@ async def test_relay_publishes_outbox_rows_in_order_with_headers(
 
 
 async def _run_consumer(
-    pool: asyncpg.Pool, group: str, handler: Any, ns: str, service: str = "t"
+    pool: Pool, group: str, handler: Any, ns: str, service: str = "t"
 ) -> tuple[KafkaBroker, EventConsumer]:
     broker = KafkaBroker(KAFKA, allow_auto_create_topics=False, apply_types=False)  # as the runtime
     consumer = EventConsumer(

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from services.printing import retention
+from shared.db.pool import Pool
 from shared.retention import run_once
 from tests.support.infra import migrated_pool
 
@@ -24,13 +24,13 @@ RECENT = NOW - timedelta(days=89)
 
 
 @pytest.fixture
-async def db(database: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+async def db(database: str) -> AsyncIterator[tuple[str, Pool]]:
     schema = f"pr_{uuid.uuid4().hex[:8]}"
     async with migrated_pool(database, schema, MIGRATIONS) as pool:
         yield schema, pool  # run_once's advisory lock is per schema
 
 
-async def job(pool: asyncpg.Pool, status: str, updated_at: datetime) -> uuid.UUID:
+async def job(pool: Pool, status: str, updated_at: datetime) -> uuid.UUID:
     request_id = uuid.uuid4()
     await pool.execute(
         "INSERT INTO print_jobs (request_id, tracking_code, document_type, applicant_name,"
@@ -47,7 +47,7 @@ async def job(pool: asyncpg.Pool, status: str, updated_at: datetime) -> uuid.UUI
 
 
 async def test_finished_jobs_past_the_period_lose_the_applicant_data(
-    db: tuple[str, asyncpg.Pool],
+    db: tuple[str, Pool],
 ) -> None:
     schema, pool = db
     printed_old = await job(pool, "printed", OLD)
@@ -76,7 +76,7 @@ async def test_finished_jobs_past_the_period_lose_the_applicant_data(
     assert again["print_jobs_erased"] == 0
 
 
-async def test_old_dead_letters_are_deleted(db: tuple[str, asyncpg.Pool]) -> None:
+async def test_old_dead_letters_are_deleted(db: tuple[str, Pool]) -> None:
     schema, pool = db
     for created, offset in ((OLD, 1), (RECENT, 2)):
         await pool.execute(

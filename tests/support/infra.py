@@ -14,14 +14,14 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.contracts.topics import EVENT_TOPICS
-from shared.db.pool import create_pool, migrate
+from shared.db.pool import Pool, create_pool, migrate
 
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 ADMIN_DSN = os.environ.get("DATABASE_URL", "postgresql://ketanmu:ketanmu@127.0.0.1:5432/ketanmu")
 
 
 @contextlib.asynccontextmanager
-async def migrated_pool(dsn: str, schema: str, migrations: Path) -> AsyncIterator[asyncpg.Pool]:
+async def migrated_pool(dsn: str, schema: str, migrations: Path) -> AsyncIterator[Pool]:
     """A pool on ``schema`` of the database at ``dsn``, with a service's migrations applied."""
     await migrate(dsn, schema, migrations)
     pool = await create_pool(dsn, schema)
