@@ -82,7 +82,7 @@ def queue_cte(first: int, *, only_if: str | None = None) -> str:
     that writes the fact the events tell: one round trip instead of two (the outbox row and the
     business row in one statement cost about half the transaction's CPU, shared/notes). The one
     place in Python that knows how an outbox row is written (``add_event`` and ``add_record`` use
-    it too); intake's ``register_request`` (migration ``0004_register_in_one_call.sql``) writes the
+    it too); intake's ``register_request`` (migration ``0005_register_without_notify.sql``) writes the
     same rows from the same :func:`queue_args`, in SQL, and must change with it.
 
     Its parameters are ``$first`` .. ``$first + 4``, given by :func:`queue_args`; zero events

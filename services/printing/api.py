@@ -196,6 +196,8 @@ async def _update(
     done and queue ``event`` (if any) in the outbox, in one statement; raise ``_Raced`` if the job
     changed since it was read. ``assignments`` (a constant of this module, never input) may use $3
     (the operator) and $4... (``args``)."""
+    if event is not None and not schema:
+        raise ValueError("an event needs the schema, to wake its outbox relay")
     n = 4 + len(args)
     queue = queue_cte(n + 3, only_if="job")
     row = await conn.fetchrow(

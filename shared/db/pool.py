@@ -38,18 +38,6 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-async def _no_session_reset(_: asyncpg.Connection) -> None:
-    """Released connections skip asyncpg's reset query (``pg_advisory_unlock_all(); CLOSE ALL;
-    UNLISTEN *; RESET ALL``): one more round trip and PostgreSQL transaction on every release,
-    about a tenth of the services' database work. asyncpg still rolls back a transaction left open.
-
-    The rule that makes it safe: nothing leaves session state on a pooled connection. No ``SET``
-    (only ``SET LOCAL``), no ``LISTEN`` (the outbox relay listens on a connection of its own), no
-    cursors outside a transaction; a session advisory lock (intake's retention job) is unlocked
-    before release, and the connection is terminated if the unlock cannot be made.
-    """
-
-
 # The array types our statements bind. asyncpg knows none of them built in: a connection learns
 # each with an introspection query (a recursive CTE over the catalogs, ~8 ms of PostgreSQL CPU,
 # mostly planning) the first time it binds one; a pool that grows under load paid that 4-5 times
@@ -63,18 +51,32 @@ async def _learn_array_types(conn: asyncpg.Connection) -> None:
     await conn.prepare(_LEARN_ARRAY_TYPES)
 
 
+# How long a connection released mid-statement (cancelled, timed out) may take to have that
+# statement cancelled on the server and close; then it is cut off.
+_RETIRE_TIMEOUT_S = 10.0
+
+
 class Pool:
     """The services' connection pool: at most ``max_size`` connections, ``min_size`` opened at start.
 
     Why not ``asyncpg.Pool``: its acquire-and-release costs 35-55 us of CPU per use on this
     machine (a proxy object, a shielded task and an inactivity timer per release, measured in
     bench/README.md, thirteenth round), as much as the statement it wraps; a lifecycle makes about
-    18 of them. This one hands out the connection itself: a list pop and append.
+    9 of them. This one hands out the connection itself: a list pop and append.
 
-    A connection goes back to the pool only if it is open and idle: one released inside a
-    transaction (its ``async with`` left by an exception before the transaction's own exit ran) or
-    by a cancellation or timeout (asyncpg may still be cancelling its query) is closed and
-    replaced on demand. ``_no_session_reset`` states why no reset query runs on release.
+    - Full: callers wait in line, first come first served; a released connection, or the room
+      left by one that was closed, goes to the first in line.
+    - A connection goes back only if it is open and idle. One released inside a transaction (its
+      ``async with`` left by an exception before the transaction's own exit ran), or by a
+      cancellation or timeout (its statement may still be running), is closed: gracefully, so
+      that asyncpg first has that statement cancelled on the server. Its room is given on once it
+      is closed, so the server never holds more than ``max_size`` of this pool's connections.
+    - No reset query on release (asyncpg's ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+      RESET ALL``, one more round trip and transaction each time). The rule that makes it safe:
+      nothing leaves session state on a pooled connection. No ``SET`` (only ``SET LOCAL``), no
+      ``LISTEN`` (the outbox relay listens on a connection of its own), no cursors outside a
+      transaction; a session advisory lock (intake's retention job) is unlocked before release,
+      and the connection is terminated if the unlock cannot be made.
     """
 
     def __init__(
@@ -85,18 +87,27 @@ class Pool:
         self._connect = connect
         self._min_size, self._max_size = min_size, max_size
         self._idle: list[asyncpg.Connection] = []
-        self._all: set[asyncpg.Connection] = set()
-        self._opening = 0
+        self._all: set[asyncpg.Connection] = set()  # open or closing, idle or not
+        self._opening = 0  # opens under way, and rooms given to a waiter that will open one
         self._waiters: collections.deque[asyncio.Future[asyncpg.Connection | None]] = (
             collections.deque()
         )
+        self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
         self._drained: asyncio.Future[None] | None = None
 
     async def start(self) -> Pool:
-        opened = await asyncio.gather(*(self._connect() for _ in range(self._min_size)))
-        self._all.update(opened)
-        self._idle.extend(opened)
+        opened = await asyncio.gather(
+            *(self._connect() for _ in range(self._min_size)), return_exceptions=True
+        )
+        conns = [c for c in opened if isinstance(c, asyncpg.Connection)]
+        failed = [e for e in opened if isinstance(e, BaseException)]
+        if failed:
+            for conn in conns:
+                conn.terminate()
+            raise failed[0]
+        self._all.update(conns)
+        self._idle.extend(conns)
         return self
 
     def get_size(self) -> int:
@@ -116,24 +127,20 @@ class Pool:
                 self._all.discard(conn)
             if self.get_size() < self._max_size:
                 self._opening += 1
-                try:
-                    conn = await self._connect()
-                finally:
-                    self._opening -= 1
-                self._all.add(conn)
-                return conn
-            # Full: wait in line. A released connection is handed to the first in line (no
-            # newcomer takes it first); None means one was closed and there is room to open one.
+                return await self._open()
+            # Full: wait in line. A released connection is handed to the first in line; None
+            # means the room of a closed one, kept for this waiter (counted in _opening).
             waiter: asyncio.Future[asyncpg.Connection | None]
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
                 handed = await waiter
             except BaseException:
-                if waiter.done() and not waiter.cancelled():  # handed over and cancelled at once
-                    given = waiter.result()
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    given = waiter.result()  # handed over, and cancelled at once: pass it on
                     if given is None:
-                        self._hand_on(None)
+                        self._opening -= 1
+                        self._room_freed()
                     else:
                         self._put(given, clean=True)
                 raise
@@ -142,30 +149,69 @@ class Pool:
                     self._waiters.remove(waiter)
             if handed is not None:
                 return handed
+            if self._closed:  # the room kept for this waiter is not needed any more
+                self._opening -= 1
+                self._check_drained()
+                continue
+            return await self._open()
+
+    async def _open(self) -> asyncpg.Connection:
+        """Open a connection in the room already counted in ``_opening``."""
+        try:
+            conn = await self._connect()
+        except BaseException:
+            self._opening -= 1
+            self._room_freed()  # the next in line tries (and fails fast while the server is down)
+            raise
+        self._opening -= 1
+        self._all.add(conn)
+        return conn
 
     def _put(self, conn: asyncpg.Connection, clean: bool) -> None:
         if clean and not conn.is_closed() and not conn.is_in_transaction():
             if self._closed or not self._hand_on(conn):
                 self._idle.append(conn)
-        else:
+        elif conn.is_closed():
             self._all.discard(conn)
-            if not conn.is_closed():
-                conn.terminate()
+            self._room_freed()
+        else:
+            task = asyncio.get_running_loop().create_task(self._retire(conn))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        self._check_drained()
+
+    async def _retire(self, conn: asyncpg.Connection) -> None:
+        try:
+            await conn.close(timeout=_RETIRE_TIMEOUT_S)  # has a running statement cancelled first
+        except Exception as exc:  # noqa: BLE001 - close() has cut the connection off
+            log.info("pooled connection cut off", error=repr(exc))
+        finally:
+            self._all.discard(conn)
+            self._room_freed()
+
+    def _room_freed(self) -> None:
+        """A connection fewer: give its room to the first in line, if any."""
+        if not self._closed:
             self._hand_on(None)
-        if self._closed and self._drained and not self._drained.done() and not self._in_use():
-            self._drained.set_result(None)
+        self._check_drained()
 
     def _hand_on(self, conn: asyncpg.Connection | None) -> bool:
         """Give ``conn`` (or the room to open one) to the first one waiting; False if none is."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                if conn is None:
+                    self._opening += 1  # kept for this waiter: no newcomer takes it first
                 waiter.set_result(conn)
                 return True
         return False
 
     def _in_use(self) -> int:
         return len(self._all) - len(self._idle) + self._opening
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and not self._drained.done() and not self._in_use():
+            self._drained.set_result(None)
 
     async def fetch(
         self, query: str, *args: Any, timeout: float | None = None
@@ -191,15 +237,18 @@ class Pool:
 
     async def close(self) -> None:
         """Refuse new acquires, wait for the connections in use to come back, close them all."""
-        self._closed = True
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)  # _get raises "pool is closed"
-        if self._in_use():
+        if not self._closed:
+            self._closed = True
             self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_exception(asyncpg.exceptions.InterfaceError("pool is closed"))
+            self._waiters.clear()
+            self._check_drained()
+        assert self._drained is not None
+        await asyncio.shield(self._drained)
         idle, self._idle = self._idle, []
-        self._all.clear()
+        self._all.difference_update(idle)
         await asyncio.gather(*(c.close() for c in idle), return_exceptions=True)
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from shared.db.pool import ARRAY_TYPES, create_pool
+from shared.db.pool import ARRAY_TYPES, Pool, create_pool
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +133,61 @@ async def test_a_full_pool_serves_its_waiters_in_order_and_closes_after_the_last
     with pytest.raises(asyncpg.InterfaceError, match="closed"):
         async with pool.acquire():
             pass
+
+
+async def test_a_statement_cancelled_by_its_caller_is_cancelled_on_the_server(database: str) -> None:
+    """Closing the connection at once is not enough: PostgreSQL notices a closed socket only when
+    it next reads or writes, so the statement would run on (and could commit) with its room in
+    the pool already given to a new connection."""
+    pool = await create_pool(database, "public", 0, 1)
+    marker = f"cancel-me-{uuid.uuid4().hex[:8]}"
+
+    async def sleep_in_the_database() -> None:
+        async with pool.acquire() as conn:
+            await conn.execute(f"SELECT pg_sleep(30) /* {marker} */")
+
+    try:
+        task = asyncio.create_task(sleep_in_the_database())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with pool.acquire() as conn:  # the room, once the old connection has closed
+            running = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active'"
+                " AND pid <> pg_backend_pid()", f"%{marker}%")
+        assert running == 0
+        assert pool.get_size() == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_failed_open_passes_its_room_to_the_next_in_line(database: str) -> None:
+    """The server refuses one connection while others wait for room: they are not left waiting
+    for a release that may never come (a restart drops every connection at once)."""
+    refuse = asyncio.Event()
+    opened = 0
+
+    async def connect() -> asyncpg.Connection:
+        nonlocal opened
+        opened += 1
+        if opened == 1:
+            await refuse.wait()
+            raise OSError("connection refused")
+        return await asyncpg.connect(database)
+
+    pool = await Pool(connect, 0, 1).start()
+
+    async def use() -> int:
+        async with pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT 1"))
+
+    first = asyncio.create_task(use())
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(use())  # full (one open under way): waits in line
+    await asyncio.sleep(0.05)
+    refuse.set()
+    with pytest.raises(OSError):
+        await first
+    assert await asyncio.wait_for(second, 5) == 1
+    await asyncio.wait_for(asyncio.gather(pool.close(), pool.close()), 5)  # twice: both return

@@ -337,7 +337,7 @@ async def test_a_registration_costs_one_statement_and_so_does_a_replay(pool: Poo
 
 
 async def test_a_registration_wakes_the_relay_after_its_commit_and_notifies_nobody(
-    pool: Pool, monkeypatch: pytest.MonkeyPatch
+    pool: Pool, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The relay is woken in-process once the row is committed (shared.outbox.wake_relay), not by
     pg_notify in the registration's transaction: PostgreSQL serialises the commits of notifying
@@ -351,7 +351,8 @@ async def test_a_registration_wakes_the_relay_after_its_commit_and_notifies_nobo
 
     monkeypatch.setitem(outbox._relays, SCHEMA, Relay())
     notified: list[str] = []
-    async with pool.acquire() as listener:
+    listener = await asyncpg.connect(database)  # not a pooled one: LISTEN is session state
+    try:
         await listener.add_listener(outbox.notify_channel(SCHEMA), lambda *a: notified.append(a[2]))
         rid = await register(pool)
         assert seen == [0]
@@ -364,4 +365,5 @@ async def test_a_registration_wakes_the_relay_after_its_commit_and_notifies_nobo
         assert seen == [0]  # not woken before the caller's commit
         await asyncio.sleep(0.3)
         assert notified == []
-        await listener.execute("UNLISTEN *")
+    finally:
+        await listener.close()

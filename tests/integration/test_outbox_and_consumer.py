@@ -309,7 +309,7 @@ async def test_a_batch_handler_applies_the_fresh_events_at_once_and_a_failure_fa
     assert consumer.stats.duplicates == 2
 
 
-async def test_a_fact_and_its_events_in_one_statement(schema_pool: Any) -> None:
+async def test_a_fact_and_its_events_in_one_statement(database: str, schema_pool: Any) -> None:
     """shared.outbox.queue_cte: the business row and the outbox rows (in order, with the usual
     headers) in one statement; no events, no outbox row. It notifies nobody: a notifying
     transaction commits under a cluster-wide lock (the caller wakes the relay instead)."""
@@ -317,7 +317,8 @@ async def test_a_fact_and_its_events_in_one_statement(schema_pool: Any) -> None:
 
     schema, pool = schema_pool
     woken: list[str] = []
-    async with pool.acquire() as listener:
+    listener = await asyncpg.connect(database)  # not a pooled one: LISTEN is session state
+    try:
         def on_notify(*args: Any) -> None:
             woken.append(args[2])
 
@@ -344,7 +345,8 @@ async def test_a_fact_and_its_events_in_one_statement(schema_pool: Any) -> None:
         assert await pool.fetchval("SELECT count(*) FROM effects") == 2
         await asyncio.sleep(0.3)
         assert woken == []
-        await listener.remove_listener(notify_channel(schema), on_notify)
+    finally:
+        await listener.close()
 
 
 async def _queue(pool: Any, number: str) -> Envelope[Any]:
