@@ -7,16 +7,16 @@ keeps per-key order; the others wait to take over.
 
 Waking the relay: the code that queued rows calls :func:`wake_relay` once its transaction has
 committed (the hot paths: a registration, a print, a partner callback), which wakes this process's
-relay at once. If that relay is not the active one, it passes the wake-up on with a ``NOTIFY`` on its own
-connection, which the active relay listens to. Anything else (dead letters, a wake-up missed) goes
-out with the relay's poll, every ``OUTBOX_POLL_INTERVAL_S``.
+relay at once. If that relay is not the active one, it passes the wake-up on with a ``NOTIFY`` on
+its own connection, which the active relay listens to. Anything else (dead letters, a wake-up
+missed) goes out with the relay's poll, every ``OUTBOX_POLL_INTERVAL_S``.
 
 Why not ``pg_notify`` in the writing transaction, as before: PostgreSQL serialises every
 committing transaction that has notified, cluster-wide, on one lock held until its commit record
 is flushed (``PreCommit_Notify`` in ``async.c``). Every registration, print and callback of all
 four services then committed one at a time, one WAL flush each, and queued behind each other on a
-saturated machine (bench/README.md, thirteenth round: up to 10 backends waiting on that lock at
-100 lifecycles/s, and the load generator could not even send 100 a second).
+saturated machine (bench/README.md, thirteenth round: about 10 backends waiting on that lock on
+average at 100 lifecycles/s, and the load generator could not even send 100 a second).
 
 A crash between Kafka's acknowledgement and the delete publishes those rows again: consumers
 deduplicate on ``event_id`` (the inbox), so that is harmless.
@@ -78,12 +78,12 @@ def wake_relay(schema: str) -> None:
 
 
 def queue_cte(first: int, *, only_if: str | None = None) -> str:
-    """A ``WITH`` list item that queues events in the outbox, for the statement
-    that writes the fact the events tell: one round trip instead of two (the outbox row and the
-    business row in one statement cost about half the transaction's CPU, shared/notes). The one
-    place in Python that knows how an outbox row is written (``add_event`` and ``add_record`` use
-    it too); intake's ``register_request`` (migration ``0005_register_without_notify.sql``) writes the
-    same rows from the same :func:`queue_args`, in SQL, and must change with it.
+    """A ``WITH`` list item that queues events in the outbox, for the statement that writes the
+    fact the events tell: one round trip instead of two (the outbox row and the business row in
+    one statement cost about half the transaction's CPU, shared/notes). The one place in Python
+    that knows how an outbox row is written (``add_event`` and ``add_record`` use it too); intake's
+    ``register_request`` (migration ``0005_register_without_notify.sql``) writes the same rows
+    from the same :func:`queue_args`, in SQL, and must change with it.
 
     Its parameters are ``$first`` .. ``$first + 4``, given by :func:`queue_args`; zero events
     queue nothing, and neither does an ``only_if`` item of the same ``WITH`` list (a constant CTE

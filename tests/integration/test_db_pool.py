@@ -135,7 +135,9 @@ async def test_a_full_pool_serves_its_waiters_in_order_and_closes_after_the_last
             pass
 
 
-async def test_a_statement_cancelled_by_its_caller_is_cancelled_on_the_server(database: str) -> None:
+async def test_a_statement_cancelled_by_its_caller_is_cancelled_on_the_server(
+    database: str,
+) -> None:
     """Closing the connection at once is not enough: PostgreSQL notices a closed socket only when
     it next reads or writes, so the statement would run on (and could commit) with its room in
     the pool already given to a new connection."""
