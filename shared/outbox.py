@@ -7,9 +7,10 @@ keeps per-key order; the others wait to take over.
 
 Waking the relay: the code that queued rows calls :func:`wake_relay` once its transaction has
 committed (the hot paths: a registration, a print, a partner callback), which wakes this process's
-relay at once. If that relay is not the active one, it passes the wake-up on with a ``NOTIFY`` on
-its own connection, which the active relay listens to. Anything else (dead letters, a wake-up
-missed) goes out with the relay's poll, every ``OUTBOX_POLL_INTERVAL_S``.
+relay at once (dead letters too, so that ops see them on their topic at once). If that relay is
+not the active one, it passes the wake-up on with a ``NOTIFY`` on its own connection, which the
+active relay listens to. A wake-up missed is made up for by the relay's poll, every
+``OUTBOX_POLL_INTERVAL_S``.
 
 Why not ``pg_notify`` in the writing transaction, as before: PostgreSQL serialises every
 committing transaction that has notified, cluster-wide, on one lock held until its commit record
@@ -125,8 +126,8 @@ async def add_record(
     value: bytes,
     headers: Mapping[str, str],
 ) -> None:
-    """Queue one record that is not a lifecycle event as such (e.g. a dead letter). Not urgent:
-    the callers do not wake the relay, the record goes out with its next poll."""
+    """Queue one record that is not a lifecycle event as such (e.g. a dead letter); call
+    :func:`wake_relay` after the commit."""
     await conn.execute(_ADD_ONE, [record_id], [topic], [key], [value], [json.dumps(dict(headers))])
 
 

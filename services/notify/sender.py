@@ -60,7 +60,7 @@ from shared.contracts.events import parse_event
 from shared.contracts.topics import dead_letter_topic
 from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.logging import get_logger
-from shared.outbox import add_record, event_headers
+from shared.outbox import add_record, event_headers, wake_relay
 from shared.privacy import mask_phone
 from shared.whatsapp.client import WhatsAppClient, WhatsAppError
 
@@ -410,6 +410,8 @@ async def give_up(rt: Runtime, row: asyncpg.Record, token: uuid.UUID, reason: st
             return
         if failed["source"] is not None:
             await dead_letter_send(conn, rt, row, failed["source"], reason)
+    if failed["source"] is not None:
+        wake_relay(rt.schema)  # the dead letter is committed: ops see it on its topic at once
     rt.waker("sender").set()  # the recipient's next message is due now
     log.error("whatsapp message given up, dead-lettered", reason=reason,
               request_id=str(row["request_id"]), event_type=row["event_type"])

@@ -40,7 +40,7 @@ from shared.contracts.events import Envelope, UnsupportedEvent, parse_event
 from shared.contracts.topics import dead_letter_topic
 from shared.db.pool import TRANSIENT_DB_ERRORS, Pool
 from shared.logging import get_logger
-from shared.outbox import add_record
+from shared.outbox import add_record, wake_relay
 
 log = get_logger(__name__)
 
@@ -166,6 +166,7 @@ class EventConsumer:
         raised ``InternalClientError`` on a connection it had just handed back).
         """
         delay = 0.2
+        dead_before = self.stats.dead_lettered
         while True:
             try:
                 await self._apply(records)
@@ -183,6 +184,8 @@ class EventConsumer:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         self.stats.batches += 1
+        if self.stats.dead_lettered > dead_before:
+            wake_relay(self.service)  # the dead letters' records, committed with the batch
         for callback in self._after_commit:
             callback()
 

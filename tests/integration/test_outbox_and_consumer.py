@@ -14,6 +14,7 @@ import pytest
 from aiokafka import TopicPartition
 from faststream.kafka import KafkaBroker
 
+from shared import outbox
 from shared.contracts import topics
 from shared.contracts.events import DocumentPrinted, Envelope, new_event
 from shared.db.pool import Pool, create_pool, migrate
@@ -267,7 +268,7 @@ def _record(topic: str, offset: int, event: Envelope[Any]) -> Any:
 
 
 async def test_a_batch_handler_applies_the_fresh_events_at_once_and_a_failure_falls_back_per_event(
-    schema_pool: Any, ns: str
+    schema_pool: Any, ns: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fast path calls the service's batch handler once with the batch's fresh events, in
     order; when it raises, the batch is applied again per event and only the culprit is
@@ -290,10 +291,18 @@ async def test_a_batch_handler_applies_the_fresh_events_at_once_and_a_failure_fa
     consumer = EventConsumer(service="printing", group_id="it-batch", pool_provider=lambda: pool,
                              handlers={topics.DOCUMENT_PRINTED: one}, batch_handler=batch,
                              topic_prefix=ns)
+    woken: list[str] = []
+
+    class Relay:  # this process's relay of "printing": woken only for a dead letter, once committed
+        def wake(self) -> None:
+            woken.append("printing")
+
+    monkeypatch.setitem(outbox._relays, "printing", Relay())
     a, b = printed(uuid.uuid4(), "A-1"), printed(uuid.uuid4(), "B-1")
     await consumer.consume_batch([_record(topic, 0, a), _record(topic, 1, b), _record(topic, 2, a)])
     assert calls == [["A-1", "B-1"]]  # once, fresh events only (the repeated A-1 is a duplicate)
     assert consumer.stats.applied == 2 and consumer.stats.duplicates == 1
+    assert woken == []
 
     calls.clear()
     c, bad, d = printed(uuid.uuid4(), "C-1"), printed(uuid.uuid4(), "R-9"), printed(uuid.uuid4(), "D-1")
@@ -305,6 +314,7 @@ async def test_a_batch_handler_applies_the_fresh_events_at_once_and_a_failure_fa
     assert [r["number"] for r in numbers] == ["A-1", "B-1", "C-1", "D-1"]
     reasons = await pool.fetch("SELECT reason FROM dead_letter")
     assert [r["reason"] for r in reasons] == ["RejectEvent: document number R-9 is cancelled"]
+    assert woken == ["printing"]
     assert consumer.stats.applied == 4 and consumer.stats.dead_lettered == 1
     assert consumer.stats.duplicates == 2
 
