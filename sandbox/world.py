@@ -5,10 +5,11 @@ with exponential backoff (start 200 ms, doubling, cap 5 s, with jitter) until th
 accepts it. One shared HTTP client and a semaphore bound the POSTs in flight, so a burst of
 shipments cannot open thousands of sockets.
 
-The client is a plain keep-alive ``aiohttp.ClientSession``: the sandbox plays the partners for the
-benchmark, and httpx's client on top of aiohttp (``shared.http_client.outbound_client``) was 18% of
-its CPU (request and response models, its cookie jar) for nothing the sandbox needs. Tests that
-pass a ``callback_transport`` (an httpx transport: ``ScriptedCourier``) still get an httpx client.
+Callbacks go out on a plain keep-alive connection pool (``shared.http_wire.WirePool``, what the
+services' httpx clients send on, without httpx's request and response models on top: the sandbox
+plays the partners for the benchmark, and those models were a good part of its CPU for nothing it
+needs). Tests that pass a ``callback_transport`` (an httpx transport: ``ScriptedCourier``) still get
+an httpx client.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-import aiohttp
 import httpx
 
 from sandbox.callbacks import CallbackFact, SignedRequest, occurred, signed_request
 from sandbox.scripts import Step
 from sandbox.settings import CodOrder, SandboxSettings
 from sandbox.state import CallbackRecord, FactKind, ScriptProgress, Shipment, State, utc_now
-from shared.http_client import KEEPALIVE_S, mapped_error, outbound_client
+from shared.http_client import outbound_client
+from shared.http_wire import Timeouts, WirePool
 
 _ANSWER_PREVIEW_CHARS = 2000
 
@@ -74,14 +75,12 @@ class World:
         self.config = PlayConfig.from_settings(settings)
         self._transport = callback_transport
         self._client: httpx.AsyncClient | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._wire: WirePool | None = None
         self._courier_url = settings.courier_url.rstrip("/")
-        # The timeouts httpx.Timeout(callback_timeout_s) had on shared.http_client's transport:
-        # connecting (pool wait + connect), connecting alone, and each read of the answer.
+        # httpx.Timeout(callback_timeout_s), as the httpx client has: connecting, waiting for a free
+        # connection, and each wait for the answer's next bytes
         t = settings.callback_timeout_s
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=2 * t, sock_connect=t, sock_read=t
-        )
+        self._timeouts = Timeouts(connect=t, pool=t, read=t)
         self._semaphore = asyncio.Semaphore(settings.callback_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._jitter = random.Random(settings.seed)
@@ -101,17 +100,11 @@ class World:
         return self._client
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        """The keep-alive session callbacks go out on (created on first use, in the loop)."""
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.settings.callback_concurrency, keepalive_timeout=KEEPALIVE_S
-            )
-            # as shared.http_client's: no cookies kept between calls, no environment proxies
-            self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
-            )
-        return self._session
+    def wire(self) -> WirePool:
+        """The keep-alive connections callbacks go out on (created on first use)."""
+        if self._wire is None or self._wire.closed:
+            self._wire = WirePool(max_connections=self.settings.callback_concurrency)
+        return self._wire
 
     @property
     def playing(self) -> int:
@@ -294,19 +287,13 @@ class World:
 
     async def _post(self, request: SignedRequest) -> Answer:
         try:
-            async with self.session.post(
-                self._courier_url + request.path,
-                data=request.body,
-                headers=request.headers,
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as response:
-                body = await response.read()
-                return Answer(response.status, _preview(body, response.charset))
-        except aiohttp.ClientError as exc:
-            # named as before, when the POST went through httpx: ConnectError, ReadTimeout...
-            error = mapped_error(exc)
-            return Answer(None, None, f"{type(error).__name__}: {error}")
+            answer = await self.wire.exchange(
+                "POST", self._courier_url + request.path, list(request.headers.items()),
+                request.body, self._timeouts,
+            )
+        except httpx.HTTPError as exc:  # ConnectError, ReadTimeout...: as httpx names them
+            return Answer(None, None, f"{type(exc).__name__}: {exc}")
+        return Answer(answer.status, _preview(answer.content, _charset(answer.headers)))
 
     async def _post_httpx(self, request: SignedRequest) -> Answer:
         try:
@@ -345,9 +332,20 @@ class World:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._wire is not None:
+            await self._wire.close()
+            self._wire = None
+
+
+def _charset(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The charset a Content-Type header names, if any."""
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            for param in value.decode("latin-1").split(";")[1:]:
+                key, _, val = param.strip().partition("=")
+                if key.lower() == "charset" and val:
+                    return val.strip('"')
+    return None
 
 
 def _preview(body: bytes, charset: str | None) -> Any:

@@ -1,42 +1,32 @@
-"""Outbound HTTP clients: httpx's API, aiohttp on the wire.
+"""Outbound HTTP clients: httpx's API, our own keep-alive connections on the wire.
 
 Services and the sandbox call partners and the WhatsApp Cloud API through ``httpx.AsyncClient``
 (its request/response objects, timeouts and exception classes are what the callers and their unit
 tests use, with ``httpx.MockTransport``). httpx's default transport (httpcore over anyio) is the
-most expensive thing a request does: 2.2-3.1 ms of client CPU per POST at 16 in flight, against
-0.84-0.94 ms for the same ``httpx.AsyncClient`` over aiohttp (``python -m bench.micro --only http``).
-So :func:`outbound_client` builds the client on :class:`AiohttpTransport` below.
+most expensive thing a request does: 2.2-3.1 ms of client CPU per POST at 16 in flight
+(``python -m bench.micro --only http``). So :func:`outbound_client` builds the client on
+:class:`WireTransport` below: ``shared.http_wire``'s connection pool, answers parsed by httptools.
+Until 2026-11-23 the transport was aiohttp's client, itself about twice the CPU of a bare
+keep-alive client (see ``shared/http_wire.py``).
 
-Why our own adapter and not the ``httpx-aiohttp`` package: callers decide from the exception
-whether a request may have reached the server (``shared/whatsapp/client.py``: a WhatsApp message
-must not go out twice). httpx-aiohttp maps every ``aiohttp.ClientConnectionError`` - a server that
-disconnected after reading the request included - to ``httpx.ConnectTimeout`` ("not sent"). Here:
-
-* the connection could not be made (``ClientConnectorError``) -> ``httpx.ConnectError``;
-* no connection in time (``ConnectionTimeoutError``: pool wait or connect) -> ``httpx.ConnectTimeout``;
-* the transport closed before the request was written (``ClientConnectionResetError``)
-  -> ``httpx.WriteError``;
-* everything after the request may have left - no answer in time (``SocketTimeoutError``) ->
-  ``httpx.ReadTimeout``; server disconnected, connection reset, broken body ->
-  ``httpx.RemoteProtocolError`` / ``httpx.ReadError``: "maybe sent".
-
-The answer is read whole inside the transport (partners and the Cloud API answer a few hundred
-bytes), so a broken body is mapped here too. Redirects are not followed, nothing is compressed.
+Exceptions tell the caller whether a request may have reached the server
+(``shared/whatsapp/client.py``: a WhatsApp message must not go out twice): ``httpx.ConnectError``
+and ``httpx.ConnectTimeout`` are "not sent"; ``httpx.ReadTimeout``, ``httpx.RemoteProtocolError``
+and ``httpx.ReadError`` are "maybe sent" (the list is in ``shared/http_wire.py``). The answer is
+read whole (partners and the Cloud API answer a few hundred bytes). Redirects are not followed,
+nothing is compressed.
 
 :class:`OutboundClient` is ``httpx.AsyncClient`` without the layers our calls never use: no auth,
 no redirects, no cookies, no event hooks, never streamed. ``send`` hands the request straight to
 the transport (httpx's own ``send`` walks auth, redirect, cookie and hook handling for each
-request: about 0.2 ms of the 0.4 ms httpx adds to a POST over aiohttp, measured 540-620 against
-735-770 us of client CPU per POST at 16 in flight). A call that asks for any of those layers goes
+request: about 0.2 ms of client CPU per POST). A call that asks for any of those layers goes
 through httpx's ``send`` unchanged. ``response.elapsed`` is not set on the lean path.
 
 :meth:`OutboundClient.post_json` is the hot calls' path (every WhatsApp message): the body encoded
-by orjson and handed straight to the aiohttp session, without building an ``httpx.Request`` at all;
-the answer is still an ``httpx.Response`` and failures raise the same mapped exceptions. Client CPU
-per POST at 16 in flight, against a local uvicorn, three rounds: 380-455 us, against 500-710 us
-through ``client.post(json=...)`` (plain aiohttp: 280-350 us). On any other transport (tests'
-``httpx.MockTransport``) or with client-level auth/cookies/hooks/redirects/params/base_url it is
-``client.post``.
+by orjson and handed straight to the connection pool, without building an ``httpx.Request`` at
+all; the answer is still an ``httpx.Response`` and failures raise the same exceptions. On any
+other transport (tests' ``httpx.MockTransport``) or with client-level
+auth/cookies/hooks/redirects/params/base_url it is ``client.post``.
 """
 
 from __future__ import annotations
@@ -45,51 +35,20 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import httpx
 import orjson
 from httpx._client import USE_CLIENT_DEFAULT  # httpx's own sentinel for "the client's default"
 
-# keep-alive shorter than the servers keep idle connections (uvicorn: 5 s default, ours 30 s), so
-# a connection is never reused just as the server closes it (a ReadError on an accepted request)
-KEEPALIVE_S = 2.0
+from shared.http_wire import KEEPALIVE_S, Timeouts, WirePool
+
+__all__ = ["KEEPALIVE_S", "OutboundClient", "WireTransport", "outbound_client", "post_json"]
 
 
-def mapped_error(exc: aiohttp.ClientError) -> httpx.TransportError:
-    """The httpx exception that tells the caller whether the request can have been received."""
-    message = str(exc) or type(exc).__name__
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(message)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(message)
-    if isinstance(exc, aiohttp.SocketTimeoutError | aiohttp.ServerTimeoutError):
-        return httpx.ReadTimeout(message)
-    if isinstance(exc, aiohttp.ClientConnectionResetError):
-        return httpx.WriteError(message)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return httpx.RemoteProtocolError(message)
-    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
-        return httpx.UnsupportedProtocol(message)
-    return httpx.ReadError(message)  # connection reset, broken body...: maybe received
-
-
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that sends with one ``aiohttp.ClientSession`` (created on first use)."""
+class WireTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that sends on one ``shared.http_wire.WirePool``."""
 
     def __init__(self, max_connections: int = 100, keepalive_s: float = KEEPALIVE_S) -> None:
-        self._max_connections = max_connections
-        self._keepalive_s = keepalive_s
-        self._session: aiohttp.ClientSession | None = None
-
-    def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections, keepalive_timeout=self._keepalive_s
-        )
-        # no cookies kept between calls, no environment proxies: every call stands alone
-        return aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-            auto_decompress=False,  # httpx decodes Content-Encoding itself
-        )
+        self.pool = WirePool(max_connections=max_connections, keepalive_s=keepalive_s)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         t = request.extensions.get("timeout", {})
@@ -106,43 +65,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         url: str,
         headers: list[tuple[str, str]],
         body: bytes | None,
-        timeout: aiohttp.ClientTimeout,
+        timeout: Timeouts,
     ) -> httpx.Response:
-        """One request on the aiohttp session; the answer read whole, as an ``httpx.Response``."""
-        if self._session is None or self._session.closed:
-            self._session = self._open()
-        try:
-            async with self._session.request(
-                method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout
-            ) as answer:
-                content = await answer.read()
-                return httpx.Response(
-                    answer.status,
-                    headers=list(answer.raw_headers),
-                    content=content,
-                    request=request,
-                    extensions={"http_version": b"HTTP/1.1",
-                                "reason_phrase": (answer.reason or "").encode()},
-                )
-        except aiohttp.ClientError as exc:
-            raise mapped_error(exc) from exc
+        """One request on the pool; the answer read whole, as an ``httpx.Response``."""
+        answer = await self.pool.exchange(method, url, headers, body, timeout)
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            content=answer.content,
+            request=request,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason},
+        )
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.pool.close()
 
 
 @functools.lru_cache(maxsize=64)
-def _timeout(connect: float | None, pool: float | None, read: float | None) -> aiohttp.ClientTimeout:
-    """httpx's timeouts as aiohttp's (the same few values every call: built once each)."""
-    return aiohttp.ClientTimeout(
-        total=None,
-        # aiohttp's "connect" is the wait for a pooled connection plus connecting
-        connect=None if connect is None or pool is None else connect + pool,
-        sock_connect=connect,
-        sock_read=read,
-    )
+def _timeout(connect: float | None, pool: float | None, read: float | None) -> Timeouts:
+    """httpx's timeouts as the pool's (the same few values every call: built once each)."""
+    return Timeouts(connect=connect, pool=pool, read=read)
 
 
 _JSON = ("Content-Type", "application/json")
@@ -181,7 +123,7 @@ class OutboundClient(httpx.AsyncClient):
         """
         transport = self._transport
         if (
-            not isinstance(transport, AiohttpTransport)
+            not isinstance(transport, WireTransport)
             or self._mounts
             or str(self.base_url)
             or self.params
@@ -242,11 +184,12 @@ def outbound_client(
     base_url: str = "",
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` on aiohttp (or on ``transport``: tests pass a MockTransport)."""
+    """An ``httpx.AsyncClient`` on our connection pool (or on ``transport``: tests pass a
+    MockTransport)."""
     return OutboundClient(
         base_url=base_url,
         timeout=timeout,
-        transport=transport or AiohttpTransport(max_connections=max_connections),
+        transport=transport or WireTransport(max_connections=max_connections),
     )
 
 

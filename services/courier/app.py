@@ -17,7 +17,7 @@ from .settings import CourierSettings
 
 async def _start(rt: Runtime) -> None:
     s: CourierSettings = rt.settings  # type: ignore[assignment]
-    # httpx API on aiohttp, keep-alive shorter than the partners' servers' (shared/http_client.py)
+    # httpx's API on our keep-alive connections (shared/http_client.py)
     http = outbound_client(max_connections=s.booking_concurrency * 2)
     rt.extras["http"] = http
     rt.extras["partners"] = build_partners(

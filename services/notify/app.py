@@ -16,7 +16,7 @@ from .settings import NotifySettings
 
 async def _start(rt: Runtime) -> None:
     s: NotifySettings = rt.settings  # type: ignore[assignment]
-    # httpx API on aiohttp, keep-alive shorter than the server's (shared/http_client.py)
+    # httpx's API on our keep-alive connections (shared/http_client.py)
     http = outbound_client(timeout=s.whatsapp_timeout_s, max_connections=s.send_concurrency * 2)
     rt.extras["http"] = http
     rt.extras["whatsapp"] = WhatsAppClient(

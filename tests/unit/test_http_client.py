@@ -1,4 +1,4 @@
-"""shared/http_client.py: httpx's API over aiohttp, and exceptions that tell 'not sent' from
+"""shared/http_client.py: httpx's API over our connection pool, and exceptions that tell 'not sent' from
 'maybe sent' (the WhatsApp sender relies on it to never send a message twice)."""
 
 from __future__ import annotations

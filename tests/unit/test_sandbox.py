@@ -440,7 +440,7 @@ async def test_settlement_file_lists_each_collection_of_the_day_once() -> None:
     assert pos_text.splitlines() == ["awb,orderid,codvalue,paid_at"]
 
 
-# --- callbacks over TCP (the sandbox's own aiohttp session), message polling -------------------
+# --- callbacks over TCP (the sandbox's own connection pool), message polling -------------------
 
 
 @contextlib.asynccontextmanager
