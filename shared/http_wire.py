@@ -15,7 +15,9 @@ connection is not reused just as the server closes it); at most ``max_connection
 callers beyond that waiting in line up to the pool timeout; answers framed by Content-Length,
 chunked, or by the server closing the connection; interim 1xx answers skipped; answers larger
 than ``max_answer_bytes`` refused. What it does not: proxies, redirects, decompression (httpx
-decodes Content-Encoding on the ``httpx.Response``), HEAD, ``Expect: 100-continue``, HTTP/2.
+decodes Content-Encoding on the ``httpx.Response``), streamed bodies (the request's is sent whole,
+with our own Content-Length), HEAD (refused: its answer's framing is not what llhttp expects),
+``Expect: 100-continue``, HTTP/2.
 
 **Errors are httpx's exceptions, chosen by whether the request can have reached the server**
 (``shared/whatsapp/client.py`` relies on it never to send a message twice):
@@ -94,29 +96,38 @@ def _target(url: str) -> _Target:
         raise httpx.UnsupportedProtocol(f"cannot send to {url!r}: {exc}") from None
     host_header = parts.netloc.rpartition("@")[2]  # without user info; IPv6 keeps its brackets
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if any(c <= " " or c == "\x7f" for c in path):
+        raise httpx.LocalProtocolError(f"the URL's path {path!r} is not percent-encoded")
     return _Target((scheme, parts.hostname, port), host_header, path)
 
 
 _FORBIDDEN = frozenset("\r\n\0")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # not HEAD: see above
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
 
 
 def _request_bytes(
     method: str, target: _Target, headers: list[tuple[str, str]], body: bytes | None
 ) -> bytes:
-    """The request line, the headers (Host and Content-Length added unless given) and the body."""
+    """The request line, the headers (Host added unless given) and the body, framed by our own
+    Content-Length (the body is always sent whole: a caller's Content-Length or Transfer-Encoding
+    is replaced)."""
+    if method not in _METHODS:
+        raise httpx.LocalProtocolError(f"method {method!r} is not supported here")
     lines = [f"{method} {target.path} HTTP/1.1"]
-    given = set()
+    host = False
     for name, value in headers:
         if not _FORBIDDEN.isdisjoint(name) or not _FORBIDDEN.isdisjoint(value):
             raise httpx.LocalProtocolError(f"header {name!r}: line breaks are not allowed")
-        given.add(name.lower())
+        lowered = name.lower()
+        if lowered in _FRAMING:
+            continue
+        host = host or lowered == "host"
         lines.append(f"{name}: {value}")
-    if "host" not in given:
+    if not host:
         lines.append(f"Host: {target.host_header}")
-    if "content-length" not in given and "transfer-encoding" not in given and (
-        body or method in _BODY_METHODS
-    ):
+    if body or method in _BODY_METHODS:
         lines.append(f"Content-Length: {len(body or b'')}")
     lines.append("\r\n")
     try:
@@ -221,7 +232,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            if self._head_done and not self._framed:
+            if self._head_done and not self._framed and exc is None:
                 self._finish(keep=False)  # a body that ends with the connection: complete
             elif exc is None:
                 waiter.set_exception(httpx.RemoteProtocolError(
@@ -231,6 +242,12 @@ class _Connection(asyncio.Protocol):
         self.pool._lost(self)
 
     # --- httptools' callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._waiter is None or self._waiter.done():
+            # bytes after the complete answer, in the same packet (more body than its length,
+            # two answers): stop here; the connection is closed before anyone reuses it
+            raise RuntimeError("bytes after the complete answer")
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
@@ -302,7 +319,7 @@ class WirePool:
         data = _request_bytes(method, target, headers, body)
         while True:
             conn = await self._acquire(target.key, timeouts)
-            if not conn.closed:
+            if not (conn.closed or conn.transport is None or conn.transport.is_closing()):
                 break
             self._discard(conn)  # closed before anything was written on it
             if not conn.reused:
@@ -341,7 +358,10 @@ class WirePool:
             now = loop.time()
             while idle:
                 conn = idle.pop()  # the most recently used: the least likely to be closing
-                if conn.closed or now - conn.idle_since > self.keepalive_s:
+                if (conn.closed or conn.transport is None or conn.transport.is_closing()
+                        or now - conn.idle_since > self.keepalive_s):
+                    # closing: the server's close has arrived and connection_lost has not run
+                    # yet (a write now would be dropped, and the call reported "maybe sent")
                     self._discard(conn)
                     continue
                 return conn
@@ -360,7 +380,11 @@ class WirePool:
             try:
                 async with asyncio.timeout_at(deadline):
                     await waiter
-            except TimeoutError:
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, but leaving (cancelled, timed out): the next in line
+                if not isinstance(exc, TimeoutError):
+                    raise
                 raise httpx.ConnectTimeout(
                     f"no free connection within {timeouts.pool} s "
                     f"({self.max_connections} in use)") from None

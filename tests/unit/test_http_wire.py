@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -315,3 +317,129 @@ async def test_https_verifies_the_server(certificate: tuple[Path, Path]) -> None
                 assert answer.content == b"POST /m HTTP/1.1|%d" % n
         finally:
             await trusting.close()
+
+
+# --- found by review (each fails on the first version) -------------------------------------------
+
+
+async def test_a_pooled_connection_whose_close_arrived_is_not_written_on() -> None:
+    """The server's close seen (transport closing) but connection_lost not run yet: a write then
+    is dropped, and the call would be reported "maybe sent" for a request never sent."""
+    served: list[bytes] = []
+
+    async def one_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, body = await _request(reader)
+        served.append(body)
+        writer.write(_answer(b"ok"))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.close()
+
+    pool = WirePool()
+    async with serving(one_then_close) as url:
+        try:
+            await pool.exchange("POST", url, [], b"1", T)
+            conn = pool._idle[next(iter(pool._idle))][0]
+            while conn.transport is not None and not conn.transport.is_closing():
+                await asyncio.sleep(0)  # only yield: stop as soon as the close is seen
+            answer = await pool.exchange("POST", url, [], b"2", T)
+            assert answer.content == b"ok"
+        finally:
+            await pool.close()
+    assert served == [b"1", b"2"]
+
+
+async def test_bytes_after_the_answer_close_the_connection() -> None:
+    """More body than Content-Length says (or a second answer) in one packet: the next call must
+    not read those bytes as its answer."""
+    async def overlong(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, body = await _request(reader)
+            if body == b"1":
+                writer.write(_answer(b"ok") + b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nbogus!")
+            else:
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nnope")
+            await writer.drain()
+
+    pool = WirePool()
+    async with serving(overlong) as url:
+        try:
+            first = await pool.exchange("POST", url, [], b"1", T)
+            assert (first.status, first.content, len(first.headers)) == (200, b"ok", 1)
+            second = await pool.exchange("POST", url, [], b"2", T)
+            assert (second.status, second.content) == (503, b"nope")
+        finally:
+            await pool.close()
+
+
+async def test_a_woken_caller_that_leaves_passes_the_room_on() -> None:
+    release = asyncio.Event()
+
+    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, body = await _request(reader)
+            if body == b"a":
+                await release.wait()
+            writer.write(_answer(body))
+            await writer.drain()
+
+    pool = WirePool(max_connections=1)
+    t = Timeouts(connect=2, pool=1.0, read=2)
+    async with serving(held) as url:
+        try:
+            a = asyncio.create_task(pool.exchange("POST", url, [], b"a", t))
+            await asyncio.sleep(0.05)
+            b = asyncio.create_task(pool.exchange("POST", url, [], b"b", t))
+            await asyncio.sleep(0.05)
+            c = asyncio.create_task(pool.exchange("POST", url, [], b"c", t))
+            await asyncio.sleep(0.05)
+            wake = pool._wake
+
+            def wake_then_cancel() -> None:  # b is woken, and cancelled before it runs
+                wake()
+                b.cancel()
+
+            pool._wake = wake_then_cancel  # type: ignore[method-assign]
+            release.set()
+            await a
+            pool._wake = wake  # type: ignore[method-assign]
+            assert (await c).content == b"c"  # not a ConnectTimeout with the room idle
+            assert b.cancelled()
+        finally:
+            await pool.close()
+
+
+async def test_a_reset_during_a_body_without_length_is_not_a_complete_answer() -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\n\r\n{"booking": "partial')
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        # a reset (linger 0), not the clean close that would end such a body
+        writer.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    pool = WirePool()
+    async with serving(reset) as url:
+        try:
+            with pytest.raises(httpx.ReadError):
+                await pool.exchange("POST", url, [], b"x", T)
+        finally:
+            await pool.close()
+
+
+async def test_head_is_refused_and_framing_headers_are_ours() -> None:
+    pool = WirePool()
+    async with serving(_echo) as url:
+        try:
+            with pytest.raises(httpx.LocalProtocolError):
+                await pool.exchange("HEAD", url, [], None, T)
+            with pytest.raises(httpx.LocalProtocolError):
+                await pool.exchange("POST", f"{url}/a b", [], b"x", T)
+            # a streamed request's Transfer-Encoding, a wrong Content-Length: replaced by ours
+            answer = await pool.exchange("POST", url, [("Transfer-Encoding", "chunked"),
+                                                      ("Content-Length", "99")], b"whole", T)
+            assert answer.content == b"POST / HTTP/1.1|whole"
+        finally:
+            await pool.close()
