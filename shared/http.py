@@ -1,4 +1,5 @@
-"""HTTP plumbing every service's API uses: problem+json errors, request context, body guard.
+"""HTTP plumbing every service's API uses: problem+json errors, request context, body guard, and
+the hot endpoints served past FastAPI's routing (``serve_directly``).
 
 Every error answer is ``application/problem+json`` (RFC 9457) with a title in Bahasa Indonesia and
 English, and for invalid fields an ``errors`` list naming each field and why.
@@ -6,16 +7,21 @@ English, and for invalid fields an ``errors`` list naming each field and why.
 
 from __future__ import annotations
 
+import inspect
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette._utils import get_route_path
+from starlette.convertors import StringConvertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.logging import get_logger
@@ -368,3 +374,105 @@ class JsonBodyGuard:
 
 def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", "")) or str(uuid.uuid4())
+
+
+# --- endpoints served past FastAPI's routing and parameter solving ------------------------------
+
+DirectEndpoint = Callable[..., Awaitable[Response]]
+
+
+class DirectRoutes:
+    """The innermost layer of a FastAPI app (inside every middleware and exception handler): a
+    request for one of ``routes`` goes straight to its endpoint; any other to the app's router.
+
+    For the few endpoints every lifecycle calls (courier's partner webhooks: three per lifecycle)
+    FastAPI's routing and parameter solving cost more CPU than the endpoint: FastAPI 0.165 tries
+    each route of each included router in turn, twice, at ~3 us a route, then solves the
+    parameters; in all ~210 us of server CPU per request on this project's benchmark machine
+    against ~110 us for the same endpoint reached directly (``bench/README.md``, fourteenth
+    round). An endpoint qualifies only if it takes ``request`` and string path parameters and
+    returns a Response (checked by :func:`serve_directly`), so it loses nothing FastAPI would do
+    for it; its route stays in the app for the docs and for every other method (405).
+    """
+
+    def __init__(self, router: ASGIApp, routes: list[APIRoute]) -> None:
+        self.router = router
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = get_route_path(scope)
+            for route in self.routes:
+                found = route.path_regex.match(path)
+                if found is not None and scope["method"] in route.methods:
+                    params = found.groupdict()
+                    scope["path_params"] = params
+                    scope["endpoint"] = route.endpoint
+                    scope["route"] = route
+                    response = await route.endpoint(request=Request(scope, receive, send),
+                                                    **params)
+                    if not isinstance(response, Response):
+                        raise TypeError(f"{route.path}: a direct endpoint must return a Response")
+                    await response(scope, receive, send)
+                    return
+        await self.router(scope, receive, send)
+
+
+def serve_directly(app: FastAPI, endpoints: Sequence[DirectEndpoint]) -> None:
+    """Serve ``endpoints`` (route functions already in ``app``) through :class:`DirectRoutes`.
+
+    Call before the app's first request (its middleware stack is built then)."""
+    found = [(route, plain) for route, plain in _api_routes(app.router.routes)
+             if route.endpoint in endpoints]
+    if len({route.endpoint for route, _ in found}) != len(endpoints):
+        raise ValueError("serve_directly: an endpoint is not a route of this app")
+    routes = [route for route, _ in found]
+    for route, plain in found:
+        if not plain:
+            raise TypeError(f"{route.path}: a direct endpoint's router must be included without "
+                            "a prefix or dependencies")
+        d = route.dependant
+        takes = set(inspect.signature(route.endpoint).parameters)
+        path_params = {p.name for p in d.path_params}
+        if (
+            d.query_params or d.header_params or d.cookie_params or d.body_params
+            or d.dependencies or d.request_param_name != "request"
+            or takes != path_params | {"request"}
+            or any(c.__class__ is not StringConvertor for c in route.param_convertors.values())
+            or any(p.field_info.annotation is not str for p in d.path_params)
+        ):
+            raise TypeError(f"{route.path}: a direct endpoint takes only `request` and str path "
+                            "parameters")
+    if app.middleware_stack is not None:
+        raise RuntimeError("serve_directly: the app has already served a request")
+    build = app.build_middleware_stack
+
+    def build_with_direct_routes() -> ASGIApp:
+        stack = build()
+        layer: Any = stack
+        while getattr(layer, "app", None) is not app.router:
+            layer = getattr(layer, "app", None)  # every middleware keeps the next one as .app
+            if layer is None:
+                raise RuntimeError("serve_directly: the router is not found under the middleware")
+        layer.app = DirectRoutes(app.router, routes)
+        return stack
+
+    app.build_middleware_stack = build_with_direct_routes  # type: ignore[method-assign]
+
+
+def _api_routes(routes: Sequence[Any], plain: bool = True) -> list[tuple[APIRoute, bool]]:
+    """The APIRoutes in ``routes``, those of included routers too (FastAPI 0.165 keeps an
+    included router as one ``_IncludedRouter`` entry), each with whether it was included plainly:
+    no prefix (its own path is the app's) and no dependencies added by the inclusion."""
+    out: list[tuple[APIRoute, bool]] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            out.append((route, plain))
+        else:
+            inner = getattr(route, "original_router", None)
+            if inner is not None:
+                context = getattr(route, "include_context", None)
+                alone = (context is not None and not getattr(context, "prefix", "x")
+                         and not getattr(context, "dependencies", True))
+                out.extend(_api_routes(inner.routes, plain and alone))
+    return out

@@ -21,7 +21,13 @@ from faststream.kafka import KafkaBroker
 
 from shared.db.pool import Pool, create_pool, migrate, wait_for_database
 from shared.gc_tuning import settle_gc
-from shared.http import RequestContextMiddleware, install_error_handlers, problem_response
+from shared.http import (
+    DirectEndpoint,
+    RequestContextMiddleware,
+    install_error_handlers,
+    problem_response,
+    serve_directly,
+)
 from shared.kafka.consumer import BatchHandler, EventConsumer, Handler
 from shared.logging import configure_logging, get_logger
 from shared.outbox import OutboxRelay, backlog
@@ -37,6 +43,10 @@ class ServiceSpec:
     name: str
     migrations: Path
     routers: list[APIRouter] = field(default_factory=list)
+    # endpoints of ``routers`` that every lifecycle calls, served past FastAPI's routing and
+    # parameter solving (shared.http.serve_directly: they take only ``request`` and str path
+    # parameters and return a Response)
+    direct_endpoints: list[DirectEndpoint] = field(default_factory=list)
     # topic -> handler(conn, event); empty for a service that consumes nothing
     handlers: Callable[[Runtime], Mapping[str, Handler]] | None = None
     # optional: applies a whole consumed batch at once (see shared.kafka.consumer.BatchHandler);
@@ -212,6 +222,8 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings) -> FastAPI:
 
     for router in spec.routers:
         app.include_router(router)
+    if spec.direct_endpoints:
+        serve_directly(app, spec.direct_endpoints)
     return app
 
 

@@ -59,6 +59,7 @@ def build(settings: CourierSettings | None = None) -> FastAPI:
         name="courier",
         migrations=Path(__file__).parent / "migrations",
         routers=[webhooks.router, api.router, cod.router, originals.router, service_levels.router],
+        direct_endpoints=[webhooks.partner_webhook],  # three a lifecycle (shared.http.DirectRoutes)
         handlers=lambda rt: events.handlers(),
         batch_handler=lambda rt: events.apply_batch,
         background=[booking.booking_worker, retention.retention_loop],
