@@ -386,11 +386,11 @@ class DirectRoutes:
     request for one of ``routes`` goes straight to its endpoint; any other to the app's router.
 
     For the few endpoints every lifecycle calls (courier's partner webhooks: three per lifecycle)
-    FastAPI's routing and parameter solving cost more CPU than the endpoint: FastAPI 0.165 tries
-    each route of each included router in turn, twice, at ~3 us a route, then solves the
-    parameters; in all ~210 us of server CPU per request on this project's benchmark machine
-    against ~110 us for the same endpoint reached directly (``bench/README.md``, fourteenth
-    round). An endpoint qualifies only if it takes ``request`` and string path parameters and
+    FastAPI's routing and parameter solving cost more CPU than the endpoint: FastAPI 0.165 matches
+    the request against every route of the included routers in turn, twice, then solves the
+    parameters. A micro-benchmark with a dozen routes (``bench/README.md``, fourteenth round):
+    ~320 us of server CPU per request through FastAPI, ~110 us with the endpoint reached
+    directly, on the benchmark machine. An endpoint qualifies only if it takes ``request`` and string path parameters and
     returns a Response (checked by :func:`serve_directly`), so it loses nothing FastAPI would do
     for it; its route stays in the app for the docs and for every other method (405).
     """
