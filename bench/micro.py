@@ -146,6 +146,21 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+class _PostJson:
+    """``client.post(url, json=...)`` as the services send: ``shared.http_client.post_json``."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def post(self, url: str, json: Any) -> Any:
+        from shared.http_client import post_json
+
+        return await post_json(self.client, url, json)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
 async def http(n: int, concurrency: int = 16) -> list[dict[str, Any]]:
     """Client CPU per request (this process) and server CPU per request (the uvicorn process)."""
     import multiprocessing
@@ -153,6 +168,7 @@ async def http(n: int, concurrency: int = 16) -> list[dict[str, Any]]:
     import httpx
 
     from bench.rawhttp import RawHttp
+    from shared.http_client import outbound_client
 
     body = {"messaging_product": "whatsapp", "to": "6281234567890", "type": "template",
             "template": {"name": "ketanmu_dicetak", "language": {"code": "id"}}}
@@ -178,6 +194,8 @@ async def http(n: int, concurrency: int = 16) -> list[dict[str, Any]]:
             ("httpx, pool of 4", httpx.AsyncClient(
                 limits=httpx.Limits(max_connections=4, max_keepalive_connections=4))),
             ("raw keep-alive client (bench/rawhttp.py)", RawHttp(max_connections_per_host=16)),
+            ("the services' client: post_json on shared.http_wire, pool of 16", _PostJson(
+                outbound_client(max_connections=16))),
         ]
         if _importable("aiohttp"):
             import aiohttp
