@@ -116,3 +116,14 @@ def test_only_endpoints_that_need_nothing_from_fastapi_qualify() -> None:
     prefixed.include_router(router, prefix="/v1")  # its own path is not the app's
     with pytest.raises(TypeError):
         serve_directly(prefixed, [hook])
+
+
+def test_courier_serves_its_partner_webhooks_directly() -> None:
+    from services.courier import webhooks
+    from services.courier.app import build
+
+    app = build()
+    layer: Any = app.build_middleware_stack()
+    while not isinstance(layer, DirectRoutes):
+        layer = layer.app
+    assert [route.endpoint for route in layer.routes] == [webhooks.partner_webhook]
