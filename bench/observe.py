@@ -255,6 +255,9 @@ class ProcSampler:
         self._task: asyncio.Task[None] | None = None
         self.refresh: Callable[[], Any] | None = None  # async callable returning {name: [pids]}
         self.probes: list[tuple[float, float]] = []  # (time, speed_probe_ms())
+        # group -> pid -> label: a group's CPU split by label too (PostgreSQL's backends by the
+        # service they work for), as ``by`` in close_window's figures
+        self.labels: dict[str, dict[int, str]] = {}
 
     def track(self, groups: dict[str, list[int]]) -> None:
         self.groups = {name: [p for p in pids if p] for name, pids in groups.items()}
@@ -333,13 +336,21 @@ class ProcSampler:
         seconds = max(time.time() - window.t0, 1e-9)
         out: dict[str, dict[str, float]] = {}
         for name, pids in self.groups.items():
-            cpu = sum(self._last_cpu.get(p, 0.0) - window.cpu_start.get(p, 0.0) for p in pids)
+            spent = {p: self._last_cpu.get(p, 0.0) - window.cpu_start.get(p, 0.0) for p in pids}
+            cpu = sum(spent.values())
             out[name] = {
                 "cpu_s": round(cpu, 3),
                 "cores": round(cpu / seconds, 3),
                 "rss_peak_mib": round(window.rss_peak.get(name, 0) / 2**20, 1),
                 "pids": len(pids),
             }
+            labels = self.labels.get(name)
+            if labels:
+                by: dict[str, float] = {}
+                for pid, used in spent.items():
+                    label = labels.get(pid, "?")
+                    by[label] = by.get(label, 0.0) + used
+                out[name]["by"] = {k: round(v / seconds, 3) for k, v in sorted(by.items())}
         # everything else on the machine meanwhile (other engineers' tests...): the noise
         busy = machine_busy_s() - window.machine_busy0
         ours = sum(p["cpu_s"] for p in out.values())

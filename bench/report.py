@@ -199,6 +199,7 @@ def table(results: dict[str, Any]) -> str:
         cells = [f"{p['cores']:.2f} ({p['rss_peak_mib']:.0f})" if (p := s["processes"].get(n)) else "-"
                  for n in names]
         lines.append(f"{s['label']:>18} " + " ".join(f"{c:>15}" for c in cells))
+    lines += postgres_split_lines(steps)
     idle = results.get("idle")
     if idle:
         lines += ["", "Idle (no load), CPU cores: " + ", ".join(
@@ -214,6 +215,22 @@ def table(results: dict[str, Any]) -> str:
                   f"missing {c['missing_messages']}, printed twice {c['requests_printed_twice']}, "
                   f"numbers reused {c['numbers_used_twice']}, members {c['group_members']}")]
     return "\n".join(lines)
+
+
+def postgres_split_lines(steps: list[dict[str, Any]]) -> list[str]:
+    """PostgreSQL's CPU per step, split by the service its backends work for (their
+    ``application_name``; bench/observe.py ``ProcSampler.labels``)."""
+    split = [(s["label"], by) for s in steps
+             if (by := s.get("processes", {}).get("postgres", {}).get("by"))]
+    if not split:
+        return []
+    services = sorted({k for _, by in split for k in by})
+    lines = ["", "PostgreSQL's backends by the service they work for: CPU cores",
+             f"{'step':>18} " + " ".join(f"{n[:15]:>15}" for n in services)]
+    for label, by in split:
+        lines.append(f"{label:>18} " + " ".join(
+            f"{by[n]:>15.2f}" if n in by else f"{'-':>15}" for n in services))
+    return lines
 
 
 def host_lines(results: dict[str, Any], steps: list[dict[str, Any]]) -> list[str]:

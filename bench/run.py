@@ -159,7 +159,9 @@ class Run:
             self._kafka_pid = await asyncio.to_thread(kafka_pid, self.o.bootstrap)
         groups["kafka"] = [self._kafka_pid] if self._kafka_pid else []
         if self.admin_conn is not None:
-            self._pg_pids = await postgres_pids(self.admin_conn, self.stack.database)
+            labels: dict[int, str] = {}
+            self._pg_pids = await postgres_pids(self.admin_conn, self.stack.database, labels)
+            self.procs.labels["postgres"] = labels  # the backends' CPU by service, per step
         groups.update(self._pg_pids)
         groups["bench"] = [os.getpid()]
         return groups

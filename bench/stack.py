@@ -222,16 +222,25 @@ def kafka_pid(bootstrap: str) -> int | None:
     return None
 
 
-async def postgres_pids(conn: asyncpg.Pool | asyncpg.Connection, database: str) -> dict[str, list[int]]:
+async def postgres_pids(
+    conn: asyncpg.Pool | asyncpg.Connection, database: str, labels: dict[int, str] | None = None
+) -> dict[str, list[int]]:
     """PostgreSQL's processes that work for this run: the backends connected to its database
     (not the benchmark's own), and the server's background processes (WAL writer, checkpointer,
     ...), which every database shares. Backends of other databases (other engineers' tests) are
-    left out."""
+    left out. ``labels``, if given, is filled with each backend's service: its
+    ``application_name`` (the service's schema; a relay's ``<schema>-relay`` counts as its
+    service's)."""
     rows = await conn.fetch(
         "SELECT pid, datname, backend_type, application_name FROM pg_stat_activity"
     )
     own = [r["pid"] for r in rows if r["datname"] == database
            and not (r["application_name"] or "").startswith("ketanmu-bench")]
+    if labels is not None:
+        labels.clear()
+        for r in rows:
+            if r["pid"] in own:
+                labels[r["pid"]] = (r["application_name"] or "?").removesuffix("-relay")
     background = [r["pid"] for r in rows if r["backend_type"] != "client backend"
                   and r["datname"] is None]
     postmaster = None

@@ -92,3 +92,32 @@ def test_the_probe_summary_takes_the_window_s_probes_only() -> None:
     assert probe_summary(probes, 2, 6) == {"n": 5, "median_ms": 4.0, "p10_ms": 2.4, "p90_ms": 5.6}
     assert probe_summary(probes, 20, 30) == {"n": 0}
     assert speed_probe_ms(1_000) > 0
+
+
+def test_postgres_cpu_is_split_by_the_service_its_backends_work_for() -> None:
+    import os
+    import time
+
+    from bench.observe import ProcSampler
+
+    sampler = ProcSampler()
+    sampler.track({"postgres": [os.getpid()]})
+    sampler.labels["postgres"] = {os.getpid(): "courier"}
+    window = sampler.open_window()
+    end = time.process_time() + 0.05
+    while time.process_time() < end:  # burn some CPU in the "backend"
+        pass
+    figures = sampler.close_window(window)["postgres"]
+    assert set(figures["by"]) == {"courier"}
+    assert figures["by"]["courier"] == figures["cores"] > 0
+
+    steps = [_step("10/s", 10, 400), _step("50/s", 50, 900)]
+    steps[1]["processes"]["postgres"] = {"cores": 0.3, "rss_peak_mib": 200.0,
+                                         "by": {"courier": 0.2, "notify": 0.1}}
+    assert report.postgres_split_lines(steps) == [
+        "",
+        "PostgreSQL's backends by the service they work for: CPU cores",
+        f"{'step':>18} {'courier':>15} {'notify':>15}",
+        f"{'50/s':>18} {0.2:>15.2f} {0.1:>15.2f}",  # the step without the split is left out
+    ]
+    assert report.postgres_split_lines(steps[:1]) == []
