@@ -64,14 +64,12 @@ class Accepted:
     body: str | None = None
 
 
-_UNSENT = "('pending', 'sending', 'unconfirmed')"
-
 # mark_sent for many rows in one statement, on its own (no BEGIN and COMMIT around it): the common
 # case. The wamid condition is mark_sent's duplicate check (re-evaluated on the locked row's latest
 # version). A row whose wamid already has status callbacks (they came before the answer) is left
 # for mark_sent, which folds them in the same transaction as it marks the row. has_next tells the
 # caller whether the recipient's next message may now be due.
-_MARK_SENT_MANY = f"""
+_MARK_SENT_MANY = """
 UPDATE notifications n
 SET status = 'sent', wamid = s.wamid, kind = COALESCE(s.kind, n.kind),
     template = COALESCE(s.template, n.template), body = COALESCE(s.body, n.body),
@@ -84,7 +82,7 @@ WHERE n.id = s.id AND (n.wamid IS NULL OR n.wamid = s.wamid)
 RETURNING n.id,
     EXISTS (SELECT 1 FROM notifications e
             WHERE e.request_id = n.request_id AND e.recipient = n.recipient AND e.id <> n.id
-              AND e.status IN {_UNSENT}) AS has_next
+              AND e.unsent) AS has_next
 """
 
 

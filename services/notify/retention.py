@@ -41,7 +41,6 @@ from shared.runtime import Runtime
 
 from .domain import SERVICE_WINDOW
 
-_UNSENT = "('pending', 'sending', 'unconfirmed')"
 # the events after which a request is finished (intake's TERMINAL statuses)
 _FINISHED = f"('{topics.DELIVERED}', '{topics.RETURNED_TO_OFFICE}', '{topics.REQUEST_REJECTED}')"
 
@@ -56,7 +55,7 @@ REQUESTS = Erasure(
           AND NOT EXISTS (
               SELECT 1 FROM notifications n
               WHERE n.request_id = r.request_id
-                AND (n.status IN {_UNSENT}
+                AND (n.unsent
                      OR GREATEST(n.created_at, n.next_attempt_at, n.sent_at, n.wa_status_at) >= $1))
         ORDER BY r.registered_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED
     ), notes AS (
@@ -74,14 +73,14 @@ REQUESTS = Erasure(
 # no claim from before the erasure can still be on the wire.
 LATE_NOTIFICATIONS = Erasure(
     "late_notifications_erased",
-    f"""
+    """
     UPDATE notifications SET status = 'failed',
         error = 'not sent: the recipient''s personal data had been erased (retention)',
         body = NULL, event_data = NULL, source = NULL, wa_error = NULL, claim_token = NULL,
         claimed_until = NULL, personal_data_erased_at = now()
     WHERE id IN (
         SELECT n.id FROM notifications n
-        WHERE n.status IN {_UNSENT} AND n.created_at < $1
+        WHERE n.unsent AND n.created_at < $1
           AND EXISTS (SELECT 1 FROM recipients r WHERE r.request_id = n.request_id
                       AND r.personal_data_erased_at IS NOT NULL)
         ORDER BY n.id LIMIT $2 FOR UPDATE OF n SKIP LOCKED)

@@ -73,16 +73,15 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-_UNSENT = "('pending', 'sending', 'unconfirmed')"
-
-_CLAIM = f"""
+_CLAIM = """
 WITH due AS (
     SELECT n.id FROM notifications n
     -- written so that the plan walks notifications_due_in_order and stops at the LIMIT: the
     -- claim costs the same with 10 or 10,000 messages waiting (an OR of statuses made it scan
     -- and sort every unsent row: 5-8 ms per claim with 600 waiting, and slower as notify fell
     -- behind)
-    WHERE n.status IN ('pending', 'sending', 'unconfirmed') AND n.next_attempt_at <= now()
+    -- unsent: pending, sending or unconfirmed (migration 0007: the partial indexes' predicate)
+    WHERE n.unsent AND n.next_attempt_at <= now()
       -- its sender died, maybe mid-send: give status callbacks the confirm wait too
       AND (n.status <> 'sending' OR n.claimed_until + make_interval(secs => $4) < now())
       -- known, and not erased (services/notify/retention.py: nobody to send it to)
@@ -94,7 +93,7 @@ WITH due AS (
       AND NOT EXISTS (
           SELECT 1 FROM notifications e
           WHERE e.request_id = n.request_id AND e.recipient = n.recipient
-            AND (e.occurred_at, e.id) < (n.occurred_at, n.id) AND e.status IN {_UNSENT}
+            AND (e.occurred_at, e.id) < (n.occurred_at, n.id) AND e.unsent
           OFFSET 0)
     ORDER BY n.next_attempt_at, n.occurred_at
     LIMIT $1

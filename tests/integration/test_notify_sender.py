@@ -447,3 +447,20 @@ async def test_per_recipient_lookups_stay_lookups_when_a_backlog_outgrows_the_st
                 if s.get("Index Name") == "notifications_due_in_order"]
     assert "next_attempt_at" in outer["Index Cond"]  # the claim still walks the ordered index
     assert request_id  # (the sent rows only served the statistics)
+
+
+async def test_a_claim_updates_its_rows_in_place(pool: Pool) -> None:
+    """Claiming (pending -> sending) changes no indexed column, so PostgreSQL updates the rows in
+    place (HOT: no new index entries). When the partial indexes named `status`, every claim wrote
+    an entry into each of the table's indexes: the pipeline's heaviest statement (migration 0007)."""
+    for _ in range(4):
+        await add_request(pool, ORDER)
+    async with pool.acquire() as conn, conn.transaction():
+        claimed = await conn.fetch(sender._CLAIM, 16, 60.0, uuid.uuid4(), 30.0)
+        updated, in_place = await conn.fetchrow(
+            "SELECT pg_stat_get_xact_tuples_updated(c.oid), pg_stat_get_xact_tuples_hot_updated(c.oid)"
+            " FROM pg_class c WHERE c.oid = 'notifications'::regclass")
+    assert len(claimed) == 4  # the first message of each request: the others wait for it
+    assert (updated, in_place) == (4, 4)
+    unsent = await pool.fetchval("SELECT count(*) FROM notifications WHERE unsent")
+    assert unsent == 4 * len(ORDER)  # `sending` is still unsent
