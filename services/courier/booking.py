@@ -30,6 +30,7 @@ from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.logging import get_logger
 
 from .domain import PartnerBreaker, booking_backoff, booking_given_up
+from .known_shipments import known_shipments
 from .partners import Address, BookingRequest, CourierPartner, PartnerError
 
 if TYPE_CHECKING:
@@ -336,6 +337,8 @@ async def _book_one(
         with contextlib.suppress(PartnerError):
             await partner.cancel(booking.waybill)
         return Attempt(True)
+    # its partner's callbacks decide on this, not on a read (webhooks.py, known_shipments.py)
+    known_shipments(rt).remember_booked(partner.name, booking.waybill, row)
     log.info("shipment booked", request_id=str(request_id), correlation_id=row["correlation_id"],
              partner=partner.name, waybill=booking.waybill, attempts=attempts)
     return Attempt(True)

@@ -4,7 +4,9 @@ Two statements per callback and no explicit transaction (``apply_fact``): read t
 whether this event id was seen; apply the state machine in Python; store the new state, the
 callback's dedupe row, the anomalies, the custody step and the events in one statement that only
 writes if the shipment is still as it was read (compare-and-set). A concurrent callback of the same
-parcel that got there first makes it read and decide again. Nothing waits on Kafka or on another
+parcel that got there first makes it read and decide again. Usually one statement: the shipment as
+this process last wrote it (its booking, the callback before) stands in for the read
+(``known_shipments.py``), and the store's compare-and-set checks it the same way. Nothing waits on Kafka or on another
 HTTP call, so the partner gets its answer in milliseconds. Refusals (a clear 4xx or 503, no
 event, nothing stored):
 
@@ -25,7 +27,7 @@ A callback sent again with the same event id is acknowledged (200) and only coun
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -50,6 +52,7 @@ from shared.outbox import queue_args, queue_cte, wake_relay
 
 from .booking import bookings_in_flight
 from .domain import ShipmentState, apply_partner_event, cod_mismatch, originals_after_delivery
+from .known_shipments import KnownShipments, known_shipments
 from .partners import JNT_ACK, PartnerEvent, WebhookRejected
 from .partners.base import MAX_WEBHOOK_BODY_BYTES
 
@@ -101,7 +104,8 @@ async def partner_webhook(partner: str, request: Request) -> Any:
             return flight.settle(waybill, BOOKING_SETTLE_S)
 
         originals_days = timedelta(days=rt.settings.originals_return_days)
-        await apply_facts(rt.pool, rt.schema, facts, originals_days, settle)
+        await apply_facts(rt.pool, rt.schema, facts, originals_days, settle,
+                          known_shipments(rt))
     return JSONResponse(_ACK[partner])
 
 
@@ -116,6 +120,7 @@ async def apply_facts(
     facts: list[PartnerEvent],
     originals_days: timedelta = timedelta(days=7),
     settle: Callable[[str], Awaitable[bool]] | None = None,
+    known: KnownShipments | None = None,
 ) -> None:
     """Apply a callback's facts in order, each atomic on its own (``apply_fact``).
 
@@ -129,7 +134,7 @@ async def apply_facts(
         while True:
             try:
                 async with pool.acquire() as conn:
-                    await apply_fact(conn, schema, fact, originals_days)
+                    await apply_fact(conn, schema, fact, originals_days, known)
                 break
             except UnknownWaybill:  # the connection is back in the pool here
                 if waiting is None or not await waiting(fact.waybill):
@@ -225,13 +230,27 @@ async def apply_fact(
     schema: str,
     fact: PartnerEvent,
     originals_days: timedelta = timedelta(days=7),
+    known: KnownShipments | None = None,
 ) -> None:
     """Apply one partner fact (atomic on its own; see the module's docstring); UnknownWaybill
     (404), with nothing stored, when no shipment has its waybill.
 
     Meant for a connection outside a transaction (each statement commits): a store lost to the
     same event id stored meanwhile fails on the dedupe row's key and is read again, which an
-    enclosing transaction, aborted by that failure, would not allow."""
+    enclosing transaction, aborted by that failure, would not allow.
+
+    With ``known``, the shipment as this process last wrote it is tried first, in place of the
+    read; a store that writes nothing on it (the shipment changed, the event id was seen) is read
+    and decided again."""
+    if known is not None and (row := known.get(fact.partner, fact.waybill)) is not None:
+        try:
+            if await _store_and_remember(conn, row, fact, originals_days, known):
+                wake_relay(schema)
+                return
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "partner_callbacks_pkey":
+                raise
+        known.forget(fact.partner, fact.waybill)  # stale, or a repeat: read it below
     for _ in range(STORE_ATTEMPTS):
         row = await conn.fetchrow(_READ, fact.waybill, fact.partner, fact.partner_event_id)
         if row is None:
@@ -247,7 +266,7 @@ async def apply_fact(
                      partner_event_id=fact.partner_event_id)
             return
         try:
-            if await _decide_and_store(conn, row, fact, originals_days):
+            if await _store_and_remember(conn, row, fact, originals_days, known):
                 wake_relay(schema)  # the store was its own transaction: committed
                 return
         except asyncpg.UniqueViolationError as exc:
@@ -260,13 +279,33 @@ async def apply_fact(
     raise Problem(503, "Sedang sibuk, kirim ulang / Busy, please send again", fact.waybill)
 
 
-async def _decide_and_store(
+async def _store_and_remember(
     conn: asyncpg.Connection,
-    row: asyncpg.Record,
+    row: Mapping[str, Any],
     fact: PartnerEvent,
     originals_days: timedelta,
+    known: KnownShipments | None,
 ) -> bool:
-    """The state machine on the shipment as read; False if it changed before the store."""
+    new = await _decide_and_store(conn, row, fact, originals_days)
+    if new is None:
+        return False
+    if known is not None:
+        known.remember(fact.partner, fact.waybill, {
+            **row, "status": new.status, "handed": new.handed, "cod_paid": new.cod_paid,
+            "delivered": new.delivered, "returned": new.returned,
+            "failed_attempts": new.failed_attempts,
+        })  # fmt: skip
+    return True
+
+
+async def _decide_and_store(
+    conn: asyncpg.Connection,
+    row: Mapping[str, Any],
+    fact: PartnerEvent,
+    originals_days: timedelta,
+) -> ShipmentState | None:
+    """The state machine on the shipment as read; the new state once stored, None if the
+    shipment changed before the store (or the event id was seen meanwhile)."""
     state = ShipmentState(
         handed=row["handed"],
         cod_paid=row["cod_paid"],
@@ -299,15 +338,16 @@ async def _decide_and_store(
         conn, row, fact, new, topics.DELIVERED in decision.emit, originals_days, anomalies,
         events,
     )
-    if stored:
-        for detail in anomalies:
-            log.warning("shipment anomaly", request_id=str(row["request_id"]), detail=detail)
-    return stored
+    if not stored:
+        return None
+    for detail in anomalies:
+        log.warning("shipment anomaly", request_id=str(row["request_id"]), detail=detail)
+    return new
 
 
 async def _store_state(
     conn: asyncpg.Connection,
-    row: asyncpg.Record,
+    row: Mapping[str, Any],
     fact: PartnerEvent,
     new: ShipmentState,
     delivered_now: bool,
@@ -361,7 +401,7 @@ async def _store_state(
     )
 
 
-def _payload(topic: str, row: asyncpg.Record, fact: PartnerEvent, state: ShipmentState) -> Any:
+def _payload(topic: str, row: Mapping[str, Any], fact: PartnerEvent, state: ShipmentState) -> Any:
     partner, waybill, at = fact.partner, fact.waybill, fact.occurred_at
     if topic == topics.HANDED_TO_COURIER:
         return HandedToCourier(

@@ -18,6 +18,8 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from services.courier import events as courier_events
+from services.courier import webhooks
+from services.courier.known_shipments import KnownShipments
 from services.courier.partners import PartnerEvent
 from services.courier.webhooks import apply_fact, apply_facts
 from shared.contracts import topics
@@ -237,30 +239,118 @@ async def test_a_shipment_without_originals_gets_no_custody_step(pool: Pool) -> 
     assert ship["documents_collected"] is None
 
 
-async def _booked(conn: asyncpg.Connection, request_id: uuid.UUID, waybill: str) -> None:
+async def _booked(
+    conn: asyncpg.Connection, request_id: uuid.UUID, waybill: str,
+    known: KnownShipments | None = None,
+) -> None:
+    """A shipment booked as ``waybill``; with ``known``, remembered as the booking does."""
     await courier_events.apply_batch(
         conn, [registered(request_id, f"corr-{waybill}"), printed(request_id, "corr", "N-" + waybill)]
     )
-    await conn.execute(
-        "UPDATE shipments SET status = 'booked', waybill = $2 WHERE request_id = $1",
+    row = await conn.fetchrow(
+        "UPDATE shipments SET status = 'booked', waybill = $2 WHERE request_id = $1 RETURNING *",
         request_id, waybill,
     )
+    if known is not None:
+        known.remember_booked("jnt", waybill, row)
 
 
-async def test_concurrent_callbacks_of_one_parcel_apply_each_fact_once(pool: Pool) -> None:
+class _Reads:
+    """A connection counting the callbacks' reads of their shipment."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn, self.reads = conn, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        self.reads += sql == webhooks._READ
+        return await self.conn.fetchrow(sql, *args)
+
+
+async def test_a_known_shipment_is_stored_without_a_read_and_ends_the_same(pool: Pool) -> None:
+    """The callbacks of a parcel this process booked decide on what it wrote, not on a read,
+    and leave the same rows as the read path; a resent one is still found seen (one read)."""
+    known = KnownShipments()
+    read_path, known_path = uuid.uuid4(), uuid.uuid4()
+    results = {}
+    async with pool.acquire() as conn:
+        schema = await conn.fetchval("SELECT current_schema()")
+        for request_id, waybill, with_known in ((read_path, "JR1", None), (known_path, "JK1", known)):
+            await _booked(conn, request_id, waybill, with_known)
+            counted = _Reads(conn)
+            facts = [
+                _fact("picked_up", f"{waybill}:p", waybill, at=T0),
+                _fact("cod_collected", f"{waybill}:c", waybill, cod_amount=25000,
+                      at=T0 + timedelta(hours=2)),
+                _fact("delivered", f"{waybill}:d", waybill, received_by="Siti",
+                      documents_collected=True, at=T0 + timedelta(hours=2)),
+            ]
+            for fact in [*facts, facts[-1]]:  # the delivery sent twice
+                await apply_fact(counted, schema, fact, known=with_known)  # type: ignore[arg-type]
+            ship = dict(await conn.fetchrow(
+                "SELECT status, handed, cod_paid, delivered, returned, failed_attempts, handed_at,"
+                " cod_paid_at, cod_amount_collected, delivered_at, received_by,"
+                " documents_collected, originals_status, originals_due_at"
+                " FROM shipments WHERE request_id = $1", request_id))
+            callbacks = [tuple(r) for r in await conn.fetch(
+                "SELECT split_part(partner_event_id, ':', 2), kind, times_received, cod_amount"
+                " FROM partner_callbacks WHERE waybill = $1 ORDER BY 1", waybill)]
+            events = [r["topic"] for r in await conn.fetch(
+                "SELECT topic FROM outbox WHERE key = $1 ORDER BY id", str(request_id))]
+            anomalies = [r["detail"] for r in await conn.fetch(
+                "SELECT detail FROM shipment_anomalies WHERE request_id = $1", request_id)]
+            results[waybill] = (ship, callbacks, events, anomalies, counted.reads)
+    *read_rows, reads = results["JR1"]
+    *known_rows, known_reads = results["JK1"]
+    assert known_rows == read_rows
+    assert read_rows[0]["status"] == "completed" and read_rows[1][-1] == ("p", "picked_up", 1, None)
+    assert read_rows[2] == [topics.HANDED_TO_COURIER, topics.COD_PAID, topics.DELIVERED]
+    assert (reads, known_reads) == (4, 1)  # the resent delivery: stored nothing, read, seen
+
+
+async def test_a_stale_known_shipment_is_read_again_and_then_known_as_stored(pool: Pool) -> None:
+    """Another instance applied the pickup: this process's entry still says booked. Its store
+    writes nothing; the callback is read, decided and stored once, and the entry follows."""
+    known = KnownShipments()
+    a = uuid.uuid4()
+    async with pool.acquire() as conn:
+        schema = await conn.fetchval("SELECT current_schema()")
+        await _booked(conn, a, "JS1", known)
+        await apply_fact(conn, schema, _fact("picked_up", "JS1:p", "JS1"))  # elsewhere: no entry
+        counted = _Reads(conn)
+        await apply_fact(counted, schema, _fact("cod_collected", "JS1:c", "JS1", cod_amount=20000),  # type: ignore[arg-type]
+                         known=known)
+        events = [r["topic"] for r in await conn.fetch("SELECT topic FROM outbox ORDER BY id")]
+        ship = await conn.fetchrow("SELECT status, handed, cod_paid FROM shipments")
+    assert counted.reads == 1
+    assert events == [topics.HANDED_TO_COURIER, topics.COD_PAID]
+    assert tuple(ship) == ("cod_paid", True, True)
+    entry = known.get("jnt", "JS1")
+    assert entry is not None
+    assert (entry["status"], entry["handed"], entry["cod_paid"]) == ("cod_paid", True, True)
+
+
+@pytest.mark.parametrize("with_known", [False, True], ids=["read", "known"])
+async def test_concurrent_callbacks_of_one_parcel_apply_each_fact_once(
+    pool: Pool, with_known: bool
+) -> None:
     """Pickup, COD and delivery of each parcel, each sent twice, all at once on their own
-    connections: every store races the others of its parcel (compare-and-set, read again)."""
+    connections: every store races the others of its parcel (compare-and-set, read again). With
+    the shipments known as booked, every racer starts from the same (soon stale) entry."""
     import asyncio
 
     parcels = {uuid.uuid4(): f"JC{i}" for i in range(12)}
+    known = KnownShipments() if with_known else None
     async with pool.acquire() as conn:
         for request_id, waybill in parcels.items():
-            await _booked(conn, request_id, waybill)
+            await _booked(conn, request_id, waybill, known)
         schema = await conn.fetchval("SELECT current_schema()")
 
     async def send(fact: PartnerEvent) -> None:
         async with pool.acquire() as conn:
-            await apply_fact(conn, schema, fact)
+            await apply_fact(conn, schema, fact, known=known)
 
     facts = [
         _fact(kind, f"jnt:{waybill}:{kind}", waybill, received_by="Siti", documents_collected=True)

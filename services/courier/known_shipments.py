@@ -1,0 +1,70 @@
+"""What this process last wrote of recently booked shipments: a partner callback's read, skipped.
+
+A callback is applied by reading its shipment, deciding in Python and storing the decision only if
+the shipment is still as read (``webhooks.py``: a compare-and-set on every column the decision
+uses). The read is one statement of the two, on every callback: three a lifecycle. But this
+process wrote those columns itself, at the booking and at the callback before: it keeps what it
+wrote, and the next callback of that parcel decides on it and goes straight to the store.
+
+Nothing can go wrong by a stale entry: the store compares it with the database, as it compares
+the read. Another instance, an ops action or a duplicate callback makes the store write nothing,
+and the callback is then read and decided again as before (the entry is dropped). So the entries
+are hints, kept for the latest ``MAX_ENTRIES`` waybills (a few hundred bytes each), and lost
+with the process without harm.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
+
+MAX_ENTRIES = 20_000  # ~3 hours of bookings at a national peak of 15 a second; a few MiB
+
+# the columns of webhooks._READ, without its `seen`: a callback from the cache is taken as unseen,
+# and the store refuses it (writes nothing) if it was seen
+COLUMNS = ("request_id", "correlation_id", "status", "handed", "cod_paid", "delivered",
+           "returned", "failed_attempts", "cod_fee", "has_originals")  # fmt: skip
+
+
+class KnownShipments:
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self._max = max_entries
+        self._rows: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+
+    def get(self, partner: str, waybill: str) -> dict[str, Any] | None:
+        row = self._rows.get((partner, waybill))
+        return None if row is None else {**row, "seen": False}
+
+    def remember(self, partner: str, waybill: str, row: Mapping[str, Any]) -> None:
+        key = (partner, waybill)
+        self._rows[key] = {c: row[c] for c in COLUMNS}
+        self._rows.move_to_end(key)
+        while len(self._rows) > self._max:
+            self._rows.popitem(last=False)
+
+    def remember_booked(self, partner: str, waybill: str, row: Mapping[str, Any]) -> None:
+        """The shipment ``row`` (all its columns, as claimed for booking) just stored as booked."""
+        self.remember(partner, waybill, {
+            **row, "status": "booked", "has_originals": has_originals(row["requirement_documents"]),
+        })  # fmt: skip
+
+    def forget(self, partner: str, waybill: str) -> None:
+        self._rows.pop((partner, waybill), None)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def has_originals(requirement_documents: str | None) -> bool | None:
+    """``requirement_documents <> '[]'::jsonb`` of webhooks._READ, from the column's text."""
+    return None if requirement_documents is None else json.loads(requirement_documents) != []
+
+
+def known_shipments(rt: Runtime) -> KnownShipments:
+    known: KnownShipments = rt.extras.setdefault("known_shipments", KnownShipments())
+    return known
