@@ -9,8 +9,8 @@ wrote, and the next callback of that parcel decides on it and goes straight to t
 Nothing can go wrong by a stale entry: the store compares it with the database, as it compares
 the read. Another instance, an ops action or a duplicate callback makes the store write nothing,
 and the callback is then read and decided again as before (the entry is dropped). So the entries
-are hints, kept for the latest ``MAX_ENTRIES`` waybills (a few hundred bytes each), and lost
-with the process without harm.
+are hints, kept for the latest ``MAX_ENTRIES`` waybills (~300 bytes each: a tuple of the values),
+and lost with the process without harm.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from shared.runtime import Runtime
 
-MAX_ENTRIES = 20_000  # ~3 hours of bookings at a national peak of 15 a second; a few MiB
+# ~3 MiB; in the benchmark a parcel's callbacks come seconds after its booking, in production hours
+# to days later: weeks of one regency's bookings, minutes of a national peak (then reads again)
+MAX_ENTRIES = 10_000
 
 # the columns of webhooks._READ, without its `seen`: a callback from the cache is taken as unseen,
 # and the store refuses it (writes nothing) if it was seen
@@ -34,15 +36,19 @@ COLUMNS = ("request_id", "correlation_id", "status", "handed", "cod_paid", "deli
 class KnownShipments:
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self._max = max_entries
-        self._rows: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._rows: OrderedDict[tuple[str, str], tuple[Any, ...]] = OrderedDict()
 
     def get(self, partner: str, waybill: str) -> dict[str, Any] | None:
-        row = self._rows.get((partner, waybill))
-        return None if row is None else {**row, "seen": False}
+        """The shipment as last written here, in the shape of webhooks._READ's row (``seen``
+        False), or None."""
+        values = self._rows.get((partner, waybill))
+        if values is None:
+            return None
+        return {**dict(zip(COLUMNS, values, strict=True)), "seen": False}
 
     def remember(self, partner: str, waybill: str, row: Mapping[str, Any]) -> None:
         key = (partner, waybill)
-        self._rows[key] = {c: row[c] for c in COLUMNS}
+        self._rows[key] = tuple(row[c] for c in COLUMNS)
         self._rows.move_to_end(key)
         while len(self._rows) > self._max:
             self._rows.popitem(last=False)
@@ -60,9 +66,14 @@ class KnownShipments:
         return len(self._rows)
 
 
-def has_originals(requirement_documents: str | None) -> bool | None:
-    """``requirement_documents <> '[]'::jsonb`` of webhooks._READ, from the column's text."""
-    return None if requirement_documents is None else json.loads(requirement_documents) != []
+def has_originals(requirement_documents: Any) -> bool | None:
+    """``requirement_documents <> '[]'::jsonb`` of webhooks._READ, from the column as asyncpg
+    gives it (jsonb as text; decoded, should a codec ever be set)."""
+    if requirement_documents is None:
+        return None
+    if isinstance(requirement_documents, str | bytes):
+        requirement_documents = json.loads(requirement_documents)
+    return requirement_documents != []
 
 
 def known_shipments(rt: Runtime) -> KnownShipments:

@@ -4,10 +4,10 @@ Two statements per callback and no explicit transaction (``apply_fact``): read t
 whether this event id was seen; apply the state machine in Python; store the new state, the
 callback's dedupe row, the anomalies, the custody step and the events in one statement that only
 writes if the shipment is still as it was read (compare-and-set). A concurrent callback of the same
-parcel that got there first makes it read and decide again. Usually one statement: the shipment as
-this process last wrote it (its booking, the callback before) stands in for the read
-(``known_shipments.py``), and the store's compare-and-set checks it the same way. Nothing waits on Kafka or on another
-HTTP call, so the partner gets its answer in milliseconds. Refusals (a clear 4xx or 503, no
+parcel that got there first makes it read and decide again. Usually one statement: the shipment
+as this process last wrote it (its booking, the callback before) stands in for the read
+(``known_shipments.py``), and the store's compare-and-set checks it the same way. Nothing
+waits on Kafka or on another HTTP call, so the partner gets its answer in milliseconds. Refusals (a clear 4xx or 503, no
 event, nothing stored):
 
 - 401: bad or missing signature, timestamp outside the 5-minute window (a replay);

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from services.courier.known_shipments import COLUMNS, KnownShipments, has_originals
+from services.courier.webhooks import _READ
 
 
 def _row(status: str = "booked") -> dict[str, object]:
@@ -44,3 +46,12 @@ def test_has_originals_is_the_reads_comparison_with_an_empty_list() -> None:
     assert has_originals('["kk_asli"]') is True
     assert has_originals("[]") is False
     assert has_originals(None) is None
+    assert has_originals(["kk_asli"]) is True  # already decoded (a jsonb codec)
+
+
+def test_an_entry_has_the_columns_of_the_read_it_stands_in_for() -> None:
+    """webhooks.apply_fact decides on an entry as on a row of its _READ: the same columns."""
+    select_list = _READ.split("FROM shipments")[0].split("SELECT", 1)[1]
+    names = [re.search(r"(\w+)$", item.strip()).group(1)  # type: ignore[union-attr]
+             for item in select_list.split(",")]
+    assert names == [*COLUMNS, "seen"]
