@@ -7,8 +7,8 @@ writes if the shipment is still as it was read (compare-and-set). A concurrent c
 parcel that got there first makes it read and decide again. Usually one statement: the shipment
 as this process last wrote it (its booking, the callback before) stands in for the read
 (``known_shipments.py``), and the store's compare-and-set checks it the same way. Nothing
-waits on Kafka or on another HTTP call, so the partner gets its answer in milliseconds. Refusals (a clear 4xx or 503, no
-event, nothing stored):
+waits on Kafka or on another HTTP call, so the partner gets its answer in milliseconds. Refusals
+(a clear 4xx or 503, no event, nothing stored):
 
 - 401: bad or missing signature, timestamp outside the 5-minute window (a replay);
 - 400: a body that is not what the partner sends (not JSON / form, missing fields);
