@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
@@ -290,11 +291,8 @@ async def _store_and_remember(
     if new is None:
         return False
     if known is not None:
-        known.remember(fact.partner, fact.waybill, {
-            **row, "status": new.status, "handed": new.handed, "cod_paid": new.cod_paid,
-            "delivered": new.delivered, "returned": new.returned,
-            "failed_attempts": new.failed_attempts,
-        })  # fmt: skip
+        # the row as the store left it: the decided state's columns, and its status
+        known.remember(fact.partner, fact.waybill, {**row, **asdict(new), "status": new.status})
     return True
 
 
