@@ -9,16 +9,17 @@ wrote, and the next callback of that parcel decides on it and goes straight to t
 Nothing can go wrong by a stale entry: the store compares it with the database, as it compares
 the read. Another instance, an ops action or a duplicate callback makes the store write nothing,
 and the callback is then read and decided again as before (the entry is dropped). So the entries
-are hints, kept for the latest ``MAX_ENTRIES`` waybills (~300 bytes each: a tuple of the values),
-and lost with the process without harm.
+are hints (``shared.remembered``), kept for the latest ``MAX_ENTRIES`` waybills (~300 bytes each:
+a tuple of the values), and lost with the process without harm.
 """
 
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from shared.remembered import Remembered
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
@@ -35,8 +36,7 @@ COLUMNS = ("request_id", "correlation_id", "status", "handed", "cod_paid", "deli
 
 class KnownShipments:
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
-        self._max = max_entries
-        self._rows: OrderedDict[tuple[str, str], tuple[Any, ...]] = OrderedDict()
+        self._rows: Remembered[tuple[str, str], tuple[Any, ...]] = Remembered(max_entries)
 
     def get(self, partner: str, waybill: str) -> dict[str, Any] | None:
         """The shipment as last written here, in the shape of webhooks._READ's row (``seen``
@@ -47,11 +47,7 @@ class KnownShipments:
         return {**dict(zip(COLUMNS, values, strict=True)), "seen": False}
 
     def remember(self, partner: str, waybill: str, row: Mapping[str, Any]) -> None:
-        key = (partner, waybill)
-        self._rows[key] = tuple(row[c] for c in COLUMNS)
-        self._rows.move_to_end(key)
-        while len(self._rows) > self._max:
-            self._rows.popitem(last=False)
+        self._rows.put((partner, waybill), tuple(row[c] for c in COLUMNS))
 
     def remember_booked(self, partner: str, waybill: str, row: Mapping[str, Any]) -> None:
         """The shipment ``row`` (all its columns, as claimed for booking) just stored as booked."""
@@ -60,7 +56,7 @@ class KnownShipments:
         })  # fmt: skip
 
     def forget(self, partner: str, waybill: str) -> None:
-        self._rows.pop((partner, waybill), None)
+        self._rows.forget((partner, waybill))
 
     def __len__(self) -> int:
         return len(self._rows)

@@ -3,7 +3,8 @@
 Every action on one job reads the job, decides from what it finds, and writes in one statement that
 changes the job only if its state and claim are still as read (compare-and-set), so two operators
 racing for one job are served one after the other: the first wins, the second reads again and gets
-a 409 that names the winner. Every such action, refused ones too, is written to
+a 409 that names the winner. The first action after this process claimed the job decides on the
+claimed row instead of a read (``claimed_jobs.py``); a refusal is always decided on a read. Every such action, refused ones too, is written to
 ``print_job_actions``. ``claim-next`` (the next few free jobs) is one statement that locks the jobs
 it takes and skips those another statement holds; each job it takes is recorded as a claim, and an
 empty answer records nothing.
@@ -33,6 +34,7 @@ from shared.logging import get_logger
 from shared.outbox import queue_args, queue_cte, wake_relay
 from shared.privacy import mask_nik
 
+from .claimed_jobs import claimed_jobs
 from .domain import (
     REJECT_REASONS,
     Claim,
@@ -250,9 +252,19 @@ async def _act(
     (no-op, refusal). A refusal or no-op decided on the job as read stands as of that read.
     """
     ttl = _ttl(request)
-    async with request.app.state.rt.pool.acquire() as conn:
+    rt = request.app.state.rt
+    # the job as this process's claim left it, if it claimed it: decided on without a read, and
+    # only a write is taken from it (claimed_jobs.py)
+    kept = claimed_jobs(rt).pop(request_id)
+    async with rt.pool.acquire() as conn:
         for _ in range(ACT_ATTEMPTS):
-            row = await conn.fetchrow("SELECT * FROM print_jobs WHERE request_id = $1", request_id)
+            hint, kept = kept, None
+            if hint is not None:
+                row = hint
+            else:
+                row = await conn.fetchrow(
+                    "SELECT * FROM print_jobs WHERE request_id = $1", request_id
+                )
             if row is None:
                 raise Problem(
                     404,
@@ -272,6 +284,8 @@ async def _act(
                 problem = _refusal(exc)
             except Problem as exc:  # a refusal; a failed statement (a used number) changed nothing
                 problem = exc
+            if hint is not None and updated is None:
+                continue  # refused or a no-op on the kept row: decide on a read, as ever
             if updated is not None:  # its statement recorded the action as done
                 row = updated
             else:
@@ -299,13 +313,15 @@ async def claim_job(request_id: uuid.UUID, body: ClaimBody, request: Request) ->
     operator = operator_of(request, body.operator)
 
     async def apply(conn: asyncpg.Connection, row: asyncpg.Record, _: Outcome) -> asyncpg.Record:
-        return await _update(
+        claimed = await _update(
             conn,
             row,
             "claim",
             operator,
             "status = 'claimed', claimed_by = $3, claimed_at = now()",
         )
+        claimed_jobs(request.app.state.rt).put(request_id, claimed)  # as claim-next's
+        return claimed
 
     return await _act(request, request_id, "claim", operator, apply)
 
@@ -336,9 +352,11 @@ async def claim_next(body: ClaimNextBody, request: Request) -> Any:
     operators asking at once get different jobs. One statement, whatever the number."""
     operator = operator_of(request, body.operator)
     ttl = _ttl(request)
-    rows = await request.app.state.rt.pool.fetch(
-        _CLAIM_NEXT, operator, ttl, body.document_type, body.limit
-    )
+    rt = request.app.state.rt
+    rows = await rt.pool.fetch(_CLAIM_NEXT, operator, ttl, body.document_type, body.limit)
+    kept = claimed_jobs(rt)
+    for row in rows:
+        kept.put(row["request_id"], row)  # the operator's next action on it skips its read
     if rows:
         log.info("jobs claimed", operator=operator, jobs=len(rows))
     return {"jobs": [_job(r, ttl) for r in rows]}

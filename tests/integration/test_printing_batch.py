@@ -205,7 +205,8 @@ async def printing_api(
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(api.router)
-    app.state.rt = SimpleNamespace(pool=pool, schema=schema, settings=PrintingSettings())
+    app.state.rt = SimpleNamespace(pool=pool, schema=schema, settings=PrintingSettings(),
+                                   extras={})
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://printing.test") as http:
         yield http, pool, statements
@@ -460,3 +461,83 @@ async def test_claim_next_skips_a_job_another_statement_is_changing_instead_of_w
     later = await http.post("/print-jobs/claim-next", json={"operator": "budi"})
     assert [(j["request_id"], j["claimed_by"]) for j in later.json()["jobs"]] == [
         (str(oldest), "budi")]
+
+
+async def test_the_first_action_after_a_claim_decides_on_the_claimed_row(
+    printing_api: tuple[httpx.AsyncClient, asyncpg.Pool, StatementLog],
+) -> None:
+    """claimed_jobs.py: the jobs a claim took are kept as claimed, and the next action on each
+    goes straight to its compare-and-set (1 statement, not 2), with the answer, the row and the
+    audit trail of the read path. What a kept row does not lead to a write is decided on a read."""
+    http, pool, statements = printing_api
+    first, second, third = await queued_in_order(pool, 3)
+    stack = await http.post("/print-jobs/claim-next", json={"operator": "ani", "limit": 3})
+    assert len(stack.json()["jobs"]) == 3
+    statements.take()
+
+    printed = await http.post(f"/print-jobs/{first}/printed",
+                              json={"operator": "ani", "document_number": "3516-K-1"})
+    assert printed.status_code == 200
+    assert len(statements.take()) == 1  # the compare-and-set, with its action and outbox rows
+    # the same answer as a read would give
+    assert printed.json() == {k: v for k, v in (await http.get(f"/print-jobs/{first}")).json()
+                              .items() if k != "history"}
+    assert printed.json()["status"] == "printed" and printed.json()["claimed_by"] == "ani"
+    statements.take()
+
+    # used once: the same mark again is a no-op decided on a read
+    again = await http.post(f"/print-jobs/{first}/printed",
+                            json={"operator": "ani", "document_number": "3516-K-1"})
+    assert again.status_code == 200 and again.json() == printed.json()
+    assert len(statements.take()) == 2  # the read, the no-op's action row
+
+    # a used number: the kept row's statement fails, and the refusal is decided (and recorded,
+    # once) after a read
+    reused = await http.post(f"/print-jobs/{second}/printed",
+                             json={"operator": "ani", "document_number": "3516-K-1"})
+    assert reused.status_code == 409 and reused.json()["title"].startswith("Nomor dokumen")
+    assert await history(pool, second) == [("claim", "ani", "done"), ("print", "ani", "refused")]
+
+    rejected = await http.post(f"/print-jobs/{third}/reject",
+                               json={"operator": "ani", "reason": "KTP asli belum ada",
+                                     "reason_code": "missing_requirement"})
+    assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
+    topics_out = [r["topic"] for r in await pool.fetch("SELECT topic FROM outbox ORDER BY id")]
+    assert topics_out == [topics.DOCUMENT_PRINTED, topics.REQUEST_REJECTED]
+    assert await history(pool, first) == [("claim", "ani", "done"), ("print", "ani", "done"),
+                                          ("print", "ani", "no_op")]
+
+
+async def test_a_kept_row_gone_stale_is_read_and_decided_again(
+    printing_api: tuple[httpx.AsyncClient, asyncpg.Pool, StatementLog],
+) -> None:
+    """After the claim, the job changed elsewhere (another instance, an expired lease taken):
+    the kept row's compare-and-set writes nothing, and the action is read and decided on what the
+    database holds, whichever way that goes."""
+    http, pool, statements = printing_api
+    taken_over, released = await queued_in_order(pool, 2)
+    stack = await http.post("/print-jobs/claim-next", json={"operator": "ani", "limit": 2})
+    assert len(stack.json()["jobs"]) == 2
+    await pool.execute("UPDATE print_jobs SET claimed_by = 'budi', claimed_at = now()"
+                       " WHERE request_id = $1", taken_over)
+    await pool.execute("UPDATE print_jobs SET status = 'queued', claimed_by = NULL,"
+                       " claimed_at = NULL WHERE request_id = $1", released)
+    statements.take()
+
+    refused = await http.post(f"/print-jobs/{taken_over}/printed",
+                              json={"operator": "ani", "document_number": "3516-S-1"})
+    assert refused.status_code == 409 and "budi" in refused.json()["detail"]
+    # the kept row's compare-and-set (nothing written), the read, the refusal's action row
+    assert len(statements.take()) == 3
+    row = await pool.fetchrow("SELECT status, claimed_by, document_number FROM print_jobs"
+                              " WHERE request_id = $1", taken_over)
+    assert tuple(row) == ("claimed", "budi", None)
+
+    # the kept row says claimed by ani, so cici would be refused on it: she is not, since the
+    # job is free again
+    printed = await http.post(f"/print-jobs/{released}/printed",
+                              json={"operator": "cici", "document_number": "3516-S-2"})
+    assert printed.status_code == 200 and printed.json()["claimed_by"] == "cici"
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 1
+    assert await history(pool, taken_over) == [("claim", "ani", "done"),
+                                               ("print", "ani", "refused")]
