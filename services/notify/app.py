@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from shared.db.pool import create_pool
 from shared.http_client import outbound_client
 from shared.runtime import Runtime, ServiceSpec, create_app
 from shared.whatsapp.client import WhatsAppClient
@@ -27,11 +28,17 @@ async def _start(rt: Runtime) -> None:
         api_version=s.whatsapp_api_version,
         timeout_s=s.whatsapp_timeout_s,
     )
+    # The sender's claims and batch stores, on connections of their own that plan each statement
+    # once (services/notify/sender.py, "Planned once").
+    rt.extras["sender_pool"] = await create_pool(
+        s.database_url, s.db_schema, 1, 2, server_settings=sender.SENDER_POOL_SETTINGS
+    )
     rt.waker("sender")
 
 
 async def _stop(rt: Runtime) -> None:
     await rt.extras["http"].aclose()
+    await rt.extras["sender_pool"].close()
 
 
 def build(settings: NotifySettings | None = None) -> FastAPI:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -271,8 +271,15 @@ class _Acquired:
         self._pool._put(conn, clean)
 
 
-async def create_pool(dsn: str, schema: str, min_size: int = 2, max_size: int = 10) -> Pool:
-    settings = {"search_path": schema, "application_name": schema}
+async def create_pool(
+    dsn: str,
+    schema: str,
+    min_size: int = 2,
+    max_size: int = 10,
+    server_settings: Mapping[str, str] | None = None,
+) -> Pool:
+    """``server_settings``: more settings for every connection (e.g. notify's sender pool)."""
+    settings = {"search_path": schema, "application_name": schema, **(server_settings or {})}
 
     async def connect() -> asyncpg.Connection:
         conn = await asyncpg.connect(dsn, server_settings=settings)

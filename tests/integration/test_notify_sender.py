@@ -438,15 +438,70 @@ async def test_per_recipient_lookups_stay_lookups_when_a_backlog_outgrows_the_st
     mark = await pool.fetchval(
         "EXPLAIN (FORMAT JSON) " + repository._MARK_SENT_MANY, [1, 2], ["w1", "w2"],
         [None, None], [None, None], [None, None])
-    for explained in (claim, mark):
-        lookups = _scans_of(json.loads(explained)[0]["Plan"], "e")
-        assert lookups, explained
+    _assert_plans_look_up(json.loads(claim)[0]["Plan"], json.loads(mark)[0]["Plan"])
+    assert request_id  # (the sent rows only served the statistics)
+
+
+def _assert_plans_look_up(claim: dict[str, Any], mark: dict[str, Any]) -> None:
+    for plan in (claim, mark):
+        lookups = _scans_of(plan, "e")
+        assert lookups, plan
         for scan in lookups:  # each one recipient's rows, found by index
             assert re.search(r"request_id = n(_\d+)?\.request_id", scan.get("Index Cond", "")), scan
-    (outer,) = [s for s in _scans_of(json.loads(claim)[0]["Plan"], "n_1")
+    (outer,) = [s for s in _scans_of(claim, "n_1")
                 if s.get("Index Name") == "notifications_due_in_order"]
     assert "next_attempt_at" in outer["Index Cond"]  # the claim still walks the ordered index
-    assert request_id  # (the sent rows only served the statistics)
+    (stored,) = [s for s in _scans_of(mark, "n") if "Scan" in s["Node Type"]]
+    assert stored.get("Index Name") == "notifications_pkey", stored  # the rows by their ids
+
+
+async def test_the_sender_pool_plans_the_claim_and_the_store_once_with_the_same_lookups(
+    pool: Pool, database: str
+) -> None:
+    """The sender's own connections (sender.SENDER_POOL_SETTINGS) take a generic plan from the
+    first call: on the service's pool the batch store was replanned at every call and the claim
+    at most. The generic plans keep the lookups of the test above, with a backlog the statistics
+    have not seen."""
+    for _ in range(10):
+        await add_request(pool, ORDER)
+    await pool.execute("UPDATE notifications SET status = 'sent'")
+    await pool.execute("ANALYZE notifications")
+    await pool.execute(
+        "INSERT INTO notifications (event_id, request_id, event_type, occurred_at, event_data,"
+        " source) SELECT gen_random_uuid(), r, t, now(), '{}'::jsonb, '{}'"
+        " FROM (SELECT gen_random_uuid() AS r FROM generate_series(1, 300)) AS q,"
+        " unnest($1::text[]) AS t", ORDER)
+    schema = await pool.fetchval("SELECT current_schema()")
+    own = await create_pool(database, schema, 1, 1, server_settings=sender.SENDER_POOL_SETTINGS)
+    try:
+        async with own.acquire() as conn:
+            await conn.execute("PREPARE claim(integer, float8, uuid, float8) AS " + sender._CLAIM)
+            await conn.execute("PREPARE mark(bigint[], text[], text[], text[], text[]) AS "
+                               + repository._MARK_SENT_MANY)
+            claim = await conn.fetchval(
+                "EXPLAIN (FORMAT JSON) EXECUTE claim(16, 60.0, gen_random_uuid(), 30.0)")
+            mark = await conn.fetchval("EXPLAIN (FORMAT JSON) EXECUTE mark('{1,2}', '{w1,w2}',"
+                                       " '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}')")
+            _assert_plans_look_up(json.loads(claim)[0]["Plan"], json.loads(mark)[0]["Plan"])
+            async with conn.transaction():
+                for _ in range(3):
+                    await conn.fetch(sender._CLAIM, 16, 60.0, uuid.uuid4(), 30.0)
+                    await mark_sent_many(conn, [Accepted(1, uuid.uuid4(), "w1", "text", None, "")])
+                plans = await conn.fetch(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE statement = ANY($1::text[])",
+                    [sender._CLAIM, repository._MARK_SENT_MANY])
+                raise _Rollback
+    except _Rollback:
+        pass
+    finally:
+        await own.close()
+    # asyncpg's prepared statements: three calls each, all on the one plan made for them
+    assert [tuple(p) for p in plans] == [(3, 0), (3, 0)], plans
+
+
+class _Rollback(Exception):
+    pass
 
 
 async def test_a_claim_updates_its_rows_in_place(pool: Pool) -> None:
