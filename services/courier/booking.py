@@ -44,7 +44,8 @@ _CLAIM = """
 UPDATE shipments SET booking_claimed_until = now() + make_interval(secs => $3)
 WHERE request_id IN (
     SELECT request_id FROM shipments
-    WHERE status = 'to_book' AND partner = $1 AND next_booking_at <= now()
+    -- bookable: status = 'to_book' (migration 0005: the queue's index names it)
+    WHERE bookable AND partner = $1 AND next_booking_at <= now()
       AND (booking_claimed_until IS NULL OR booking_claimed_until < now())
     ORDER BY next_booking_at LIMIT $2 FOR UPDATE SKIP LOCKED)
 RETURNING *
@@ -53,7 +54,7 @@ RETURNING *
 # The partner is back: everything that waited for it goes now, not at its backed-off time.
 _RELEASE_BACKLOG = """
 UPDATE shipments SET next_booking_at = now()
-WHERE status = 'to_book' AND partner = $1 AND next_booking_at > now()
+WHERE bookable AND partner = $1 AND next_booking_at > now()
 """
 
 DOCUMENT_LABELS = {

@@ -26,7 +26,8 @@ NIK included) are deleted. Never erased: a shipment still open (``booking_failed
 ``delivery_failed``...), or whose originals are still owed or need a person (``with_courier``,
 ``unconfirmed``, ``not_collected``, ``received_incomplete``).
 
-An erased row is never picked again (``personal_data_erased_at IS NULL``); late writes cannot
+An erased row is never picked again (``erasable_since``, a generated column, is NULL once
+``personal_data_erased_at`` is set: migration 0005); late writes cannot
 refill it (``webhooks._STORE``, ``events._NOTE_REGISTRATIONS``). The runner is every service's:
 ``shared/retention.py``.
 """
@@ -45,10 +46,11 @@ SHIPMENTS = Erasure(
         cancel_reason = NULL, booking_error = NULL, personal_data_erased_at = now()
     WHERE request_id IN (
         SELECT request_id FROM shipments
-        WHERE status IN ('delivered', 'completed', 'returned_to_office', 'cancelled')
-          AND originals_status IN ('none', 'received') AND personal_data_erased_at IS NULL
-          AND updated_at < $1
-        ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+        -- erasable_since (migration 0005): updated_at of a shipment that is over (delivered,
+        -- completed, returned to the office or cancelled) with no originals owed (none, or all
+        -- received) and not erased yet; NULL otherwise
+        WHERE erasable_since < $1
+        ORDER BY erasable_since LIMIT $2 FOR UPDATE SKIP LOCKED)
     """,
 )
 

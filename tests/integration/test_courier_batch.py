@@ -621,3 +621,94 @@ async def test_a_slow_booking_holds_up_only_itself(pool: Pool) -> None:
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loop
+
+
+async def _updates(conn: asyncpg.Connection) -> tuple[int, int]:
+    """(rows updated, of them in place: HOT) in ``shipments`` by this backend and not yet
+    reported (the current transaction's, and earlier ones' until the backend's next report):
+    compare two readings inside one transaction."""
+    row = await conn.fetchrow(
+        "SELECT pg_stat_get_xact_tuples_updated(c.oid), pg_stat_get_xact_tuples_hot_updated(c.oid)"
+        " FROM pg_class c WHERE c.oid = 'shipments'::regclass")
+    return row[0], row[1]
+
+
+async def _counted(conn: asyncpg.Connection, work: Any) -> tuple[int, int]:
+    """(rows updated, in place) in ``shipments`` by ``work()``, run in one transaction."""
+    async with conn.transaction():
+        before = await _updates(conn)
+        await work()
+        after = await _updates(conn)
+    return after[0] - before[0], after[1] - before[1]
+
+
+async def test_the_booking_claim_pickup_and_cod_update_a_shipment_in_place(pool: Pool) -> None:
+    """Migration 0005: no index uses a column that the booking's claim, a pickup or a COD
+    changes, so PostgreSQL updates the row where it is (HOT: no new index entries). Before, the
+    queue's and retention's indexes named `status` and `updated_at`: every callback wrote an entry
+    into each of the seven indexes. The booking's store (the waybill) and the delivery
+    (`delivered_at`, the originals) still do, as they must."""
+    from services.courier import booking
+
+    parcels = {uuid.uuid4(): f"JH{i}" for i in range(4)}
+    async with pool.acquire() as conn:
+        schema = await conn.fetchval("SELECT current_schema()")
+        for request_id in parcels:
+            await courier_events.apply_batch(
+                conn, [registered(request_id, "corr"), printed(request_id, "corr", f"N-{request_id}")])
+        claimed: list[asyncpg.Record] = []
+
+        async def claim() -> None:
+            claimed.extend(await conn.fetch(booking._CLAIM, "jnt", 10, 60.0))
+
+        assert await _counted(conn, claim) == (4, 4)
+        assert len(claimed) == 4
+        for request_id, waybill in parcels.items():
+            await conn.execute("UPDATE shipments SET status = 'booked', waybill = $2"
+                               " WHERE request_id = $1", request_id, waybill)
+
+        async def pickups_and_cods() -> None:
+            for waybill in parcels.values():
+                await apply_fact(conn, schema, _fact("picked_up", f"{waybill}:p", waybill))
+                await apply_fact(conn, schema, _fact("cod_collected", f"{waybill}:c", waybill,
+                                                     cod_amount=20000))
+
+        async def deliveries() -> None:
+            for waybill in parcels.values():
+                await apply_fact(conn, schema, _fact("delivered", f"{waybill}:d", waybill,
+                                                     received_by="Siti"))
+
+        assert await _counted(conn, pickups_and_cods) == (8, 8)
+        assert await _counted(conn, deliveries) == (4, 0)  # delivered_at is indexed
+        owed = await conn.fetch("SELECT bookable, erasable_since FROM shipments")
+        await conn.execute("UPDATE shipments SET originals_status = 'received'")  # the office
+        received = await conn.fetch("SELECT erasable_since, updated_at FROM shipments")
+    # the generated columns: out of the booking queue; retention's once no originals are owed
+    assert [tuple(r) for r in owed] == [(False, None)] * 4
+    assert all(r["erasable_since"] == r["updated_at"] for r in received)
+
+
+async def test_the_booking_queue_and_retention_use_their_indexes(pool: Pool) -> None:
+    """Their queries name the generated columns the partial indexes are on (migration 0005): with
+    2,000 delivered shipments of the partner and 5 to book, the claim and the release walk the
+    queue's index, and retention its own. A query that said `status = 'to_book'` again could not
+    use the queue's index (it took the partner's, reading every delivered shipment)."""
+    from services.courier import booking, retention
+
+    await pool.execute(
+        "INSERT INTO shipments (request_id, correlation_id, partner, status, delivered, delivered_at,"
+        " originals_status, updated_at) SELECT gen_random_uuid(), 'c', 'jnt',"
+        " CASE WHEN n <= 5 THEN 'to_book' ELSE 'delivered' END, n > 5, now(),"
+        " CASE WHEN n <= 5 THEN 'awaiting_delivery' ELSE 'with_courier' END, now()"
+        " FROM generate_series(1, 2005) AS n")
+    await pool.execute("ANALYZE shipments")
+    async with pool.acquire() as conn:
+        plans = {
+            name: "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
+            for name, sql, args in (("claim", booking._CLAIM, ("jnt", 10, 60.0)),
+                                    ("release", booking._RELEASE_BACKLOG, ("jnt",)),
+                                    ("erase", retention.SHIPMENTS.sql, (T0, 100)))
+        }
+    assert "shipments_to_book" in plans["claim"], plans["claim"]
+    assert "shipments_to_book" in plans["release"], plans["release"]
+    assert "shipments_to_erase" in plans["erase"], plans["erase"]
