@@ -7,6 +7,7 @@ English, and for invalid fields an ``errors`` list naming each field and why.
 
 from __future__ import annotations
 
+import email.message
 import inspect
 import json
 import uuid
@@ -14,10 +15,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
+from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic_core import PydanticUndefined as Undefined
 from starlette._utils import get_route_path
 from starlette.convertors import StringConvertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -381,38 +384,108 @@ def request_id_of(request: Request) -> str:
 DirectEndpoint = Callable[..., Awaitable[Response]]
 
 
+class _DirectRoute:
+    """One endpoint served by :class:`DirectRoutes`: its parameters solved as FastAPI solves them,
+    with FastAPI's own functions (``request_params_to_args``, ``request_body_to_args``), in
+    FastAPI's order: the body read and parsed, the route's dependencies (``request`` only), then
+    the path, header and body parameters validated, every error in one 422."""
+
+    __slots__ = ("body_fields", "checks", "dependant", "embed_body", "endpoint", "strict_json")
+
+    def __init__(self, route: APIRoute) -> None:
+        self.endpoint = route.endpoint
+        self.dependant = route.dependant
+        self.body_fields = route.dependant.body_params
+        self.embed_body = bool(getattr(route, "_embed_body_fields", False))
+        strict = getattr(route, "strict_content_type", True)  # a Default(True) unless set
+        self.strict_json = bool(getattr(strict, "value", strict))
+        self.checks = [sub.call for sub in route.dependant.dependencies]
+
+    async def __call__(self, request: Request, raw_path_params: dict[str, str]) -> Response:
+        d = self.dependant
+        body: Any = Undefined
+        if self.body_fields:
+            body = await _received_body(request, self.strict_json)
+        for check in self.checks:  # e.g. intake's load shedding: before any validation
+            await check(request)
+        values, errors = request_params_to_args(d.path_params, raw_path_params)
+        if d.header_params:
+            found, more = request_params_to_args(d.header_params, request.headers)
+            values.update(found)
+            errors.extend(more)
+        if self.body_fields:
+            found, more = await request_body_to_args(self.body_fields, body, self.embed_body)
+            values.update(found)
+            errors.extend(more)
+        if errors:
+            raise RequestValidationError(errors, body=body)
+        response = await self.endpoint(request=request, **values)
+        if not isinstance(response, Response):
+            raise TypeError(f"{d.path}: a direct endpoint must return a Response")
+        return response
+
+
+async def _received_body(request: Request, strict_json: bool) -> Any:
+    """The body as FastAPI 0.165's request handler gives it to the body parameter: parsed JSON
+    when the content type says JSON (or there is none and the route is not strict), else the
+    bytes; ``Undefined`` when empty. Malformed JSON is FastAPI's ``json_invalid`` 422."""
+    raw = await request.body()
+    if not raw:
+        return Undefined
+    content_type = request.headers.get("content-type")
+    is_json = not strict_json if not content_type else False
+    if content_type:
+        message = email.message.Message()
+        message["content-type"] = content_type
+        if message.get_content_maintype() == "application":
+            subtype = message.get_content_subtype()
+            is_json = subtype == "json" or subtype.endswith("+json")
+    if not is_json:
+        return raw
+    try:
+        return await request.json()
+    except json.JSONDecodeError as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
+              "input": {}, "ctx": {"error": exc.msg}}],
+            body=exc.doc,
+        ) from exc
+    except Exception as exc:
+        raise StarletteHTTPException(400, "There was an error parsing the body") from exc
+
+
 class DirectRoutes:
     """The innermost layer of a FastAPI app (inside every middleware and exception handler): a
     request for one of ``routes`` goes straight to its endpoint; any other to the app's router.
 
-    For the few endpoints every lifecycle calls (courier's partner webhooks: three per lifecycle)
-    FastAPI's routing and parameter solving cost more CPU than the endpoint: FastAPI 0.165 matches
-    the request against every route of the included routers in turn, twice, then solves the
-    parameters. A micro-benchmark with a dozen routes (``bench/README.md``, fourteenth round):
-    ~320 us of server CPU per request through FastAPI, ~110 us with the endpoint reached
-    directly, on the benchmark machine. An endpoint qualifies only if it takes ``request`` and string path parameters and
-    returns a Response (checked by :func:`serve_directly`), so it loses nothing FastAPI would do
-    for it; its route stays in the app for the docs and for every other method (405).
+    For the few endpoints every lifecycle calls (courier's partner webhooks: three per lifecycle;
+    intake's registration; printing's claim of a stack and its print) FastAPI's routing and
+    request handling cost more CPU than the endpoint: FastAPI 0.165 matches the request against
+    every route of the included routers in turn, twice, then solves the parameters through a
+    stack of exit stacks and wrappers. A micro-benchmark with a dozen routes (``bench/README.md``,
+    fourteenth round): ~320 us of server CPU per request through FastAPI, ~110 us with the
+    endpoint reached directly, on the benchmark machine. The parameters are solved here by
+    FastAPI's own functions, so a direct endpoint answers exactly as through FastAPI, its 422s
+    included (``tests/unit/test_direct_routes.py`` compares the two); what qualifies is checked by
+    :func:`serve_directly`. Its route stays in the app for the docs and for every other method
+    (405).
     """
 
     def __init__(self, router: ASGIApp, routes: list[APIRoute]) -> None:
         self.router = router
-        self.routes = routes
+        self.routes = [(route, _DirectRoute(route)) for route in routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = get_route_path(scope)
-            for route in self.routes:
+            for route, direct in self.routes:
                 found = route.path_regex.match(path)
                 if found is not None and scope["method"] in route.methods:
                     params = found.groupdict()
                     scope["path_params"] = params
                     scope["endpoint"] = route.endpoint
                     scope["route"] = route
-                    response = await route.endpoint(request=Request(scope, receive, send),
-                                                    **params)
-                    if not isinstance(response, Response):
-                        raise TypeError(f"{route.path}: a direct endpoint must return a Response")
+                    response = await direct(Request(scope, receive, send), params)
                     await response(scope, receive, send)
                     return
         await self.router(scope, receive, send)
@@ -421,6 +494,11 @@ class DirectRoutes:
 def serve_directly(app: FastAPI, endpoints: Sequence[DirectEndpoint]) -> None:
     """Serve ``endpoints`` (route functions already in ``app``) through :class:`DirectRoutes`.
 
+    An endpoint qualifies if it takes ``request``, path parameters (plain ``{name}`` in the path,
+    any type FastAPI validates), header parameters and at most one JSON body parameter, has only
+    route dependencies that are coroutines of ``request`` alone, and returns a Response; anything
+    else (query or cookie parameters, forms, parameter dependencies, ``Response`` or background
+    tasks parameters) is a TypeError here, so an endpoint cannot silently lose a FastAPI feature.
     Call before the app's first request (its middleware stack is built then)."""
     found = [(route, plain) for route, plain in _api_routes(app.router.routes)
              if route.endpoint in endpoints]
@@ -431,18 +509,9 @@ def serve_directly(app: FastAPI, endpoints: Sequence[DirectEndpoint]) -> None:
         if not plain:
             raise TypeError(f"{route.path}: a direct endpoint's router must be included without "
                             "a prefix or dependencies")
-        d = route.dependant
-        takes = set(inspect.signature(route.endpoint).parameters)
-        path_params = {p.name for p in d.path_params}
-        if (
-            d.query_params or d.header_params or d.cookie_params or d.body_params
-            or d.dependencies or d.request_param_name != "request"
-            or takes != path_params | {"request"}
-            or any(c.__class__ is not StringConvertor for c in route.param_convertors.values())
-            or any(p.field_info.annotation is not str for p in d.path_params)
-        ):
-            raise TypeError(f"{route.path}: a direct endpoint takes only `request` and str path "
-                            "parameters")
+        why = _why_not_direct(route)
+        if why:
+            raise TypeError(f"{route.path}: not servable directly: {why}")
     if app.middleware_stack is not None:
         raise RuntimeError("serve_directly: the app has already served a request")
     build = app.build_middleware_stack
@@ -458,6 +527,35 @@ def serve_directly(app: FastAPI, endpoints: Sequence[DirectEndpoint]) -> None:
         return stack
 
     app.build_middleware_stack = build_with_direct_routes  # type: ignore[method-assign]
+
+
+def _why_not_direct(route: APIRoute) -> str:
+    d = route.dependant
+    if d.query_params or d.cookie_params:
+        return "query or cookie parameters"
+    if d.request_param_name != "request":
+        return "it must take `request: Request`"
+    if (d.websocket_param_name or d.http_connection_param_name or d.response_param_name
+            or d.background_tasks_param_name or d.security_scopes_param_name):
+        return "it takes a Response, background tasks, security scopes or a connection"
+    if len(d.body_params) > 1 or any(isinstance(f.field_info, params.Form) for f in d.body_params):
+        return "more than one body parameter, or a form"
+    if any(c.__class__ is not StringConvertor for c in route.param_convertors.values()):
+        return "a typed path convertor ({name:int}...): use a plain {name}"
+    for sub in d.dependencies:
+        takes_only_request = (
+            sub.request_param_name is not None and not sub.dependencies
+            and not (sub.path_params or sub.query_params or sub.header_params
+                     or sub.cookie_params or sub.body_params)
+            and sub.call is not None and inspect.iscoroutinefunction(sub.call)
+            and set(inspect.signature(sub.call).parameters) == {sub.request_param_name}
+        )
+        if not takes_only_request or sub.name is not None:
+            return "a dependency that is not a route dependency of `request` alone"
+    names = {"request"} | {f.name for f in (*d.path_params, *d.header_params, *d.body_params)}
+    if set(inspect.signature(route.endpoint).parameters) != names:
+        return "parameters FastAPI would solve otherwise"
+    return ""
 
 
 def _api_routes(routes: Sequence[Any], plain: bool = True) -> list[tuple[APIRoute, bool]]:

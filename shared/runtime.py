@@ -44,8 +44,8 @@ class ServiceSpec:
     migrations: Path
     routers: list[APIRouter] = field(default_factory=list)
     # endpoints of ``routers`` that every lifecycle calls, served past FastAPI's routing and
-    # parameter solving (shared.http.serve_directly: they take only ``request`` and str path
-    # parameters and return a Response)
+    # request handling (shared.http.serve_directly says which qualify; their answers, errors
+    # included, are FastAPI's)
     direct_endpoints: list[DirectEndpoint] = field(default_factory=list)
     # topic -> handler(conn, event); empty for a service that consumes nothing
     handlers: Callable[[Runtime], Mapping[str, Handler]] | None = None

@@ -51,6 +51,7 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
         on_stop=_stop,
         health_extras=shedding.health_extras,
         wake_after_consume=[],  # the reply sender's rows come from the WhatsApp webhook only
+        direct_endpoints=[api.register_request],  # one a lifecycle (shared.http.DirectRoutes)
     )
     app = create_app(spec, settings)
     # Outermost: oversized, non-JSON and malformed bodies never reach a route.

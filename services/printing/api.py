@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts import topics
@@ -359,7 +360,7 @@ async def claim_next(body: ClaimNextBody, request: Request) -> Any:
         kept.put(row["request_id"], row)  # the operator's next action on it skips its read
     if rows:
         log.info("jobs claimed", operator=operator, jobs=len(rows))
-    return {"jobs": [_job(r, ttl) for r in rows]}
+    return JSONResponse({"jobs": [_job(r, ttl) for r in rows]})
 
 
 @router.post("/print-jobs/{request_id}/release")
@@ -435,7 +436,7 @@ async def mark_printed(request_id: uuid.UUID, body: PrintedBody, request: Reques
         log.info("document printed", request_id=str(request_id), operator=operator)
         return row
 
-    return await _act(request, request_id, "print", operator, apply)
+    return JSONResponse(await _act(request, request_id, "print", operator, apply))
 
 
 @router.post("/print-jobs/{request_id}/reject")

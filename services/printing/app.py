@@ -22,5 +22,7 @@ def build(settings: PrintingSettings | None = None) -> FastAPI:
         # a consumed batch's registrations are queued with one INSERT (events.apply_batch)
         batch_handler=lambda rt: events.apply_batch,
         background=[retention.retention_loop],
+        # a print a lifecycle, a stack now and then (shared.http.DirectRoutes)
+        direct_endpoints=[api.mark_printed, api.claim_next],
     )
     return create_app(spec, settings)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import uuid
+from typing import Annotated, Any, Literal
 
 import httpx
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.http import (
     DirectRoutes,
@@ -101,13 +104,25 @@ def test_only_endpoints_that_need_nothing_from_fastapi_qualify() -> None:
     async def with_dependency(x: str, request: Request, d: str = Depends(lambda: "d")) -> Any:
         return JSONResponse({})
 
-    @bad.post("/i/{x}")
-    async def with_int_path(x: int, request: Request) -> Any:
+    @bad.post("/i/{x:int}")
+    async def with_int_convertor(x: int, request: Request) -> Any:
+        return JSONResponse({})
+
+    @bad.post("/b/{x}")
+    async def with_two_bodies(x: str, request: Request, a: Thing, b: Thing) -> Any:
+        return JSONResponse({})
+
+    async def needs_more(request: Request, q: int = 1) -> None:
+        pass
+
+    @bad.post("/r/{x}", dependencies=[Depends(needs_more)])
+    async def with_a_dependency_of_a_query(x: str, request: Request) -> Any:
         return JSONResponse({})
 
     app = _app()
     app.include_router(bad)
-    for endpoint in (with_query, with_dependency, with_int_path):
+    for endpoint in (with_query, with_dependency, with_int_convertor, with_two_bodies,
+                     with_a_dependency_of_a_query):
         with pytest.raises(TypeError):
             serve_directly(app, [endpoint])
     with pytest.raises(ValueError):  # not a route of this app
@@ -126,4 +141,130 @@ def test_courier_serves_its_partner_webhooks_directly() -> None:
     layer: Any = app.build_middleware_stack()
     while not isinstance(layer, DirectRoutes):
         layer = layer.app
-    assert [route.endpoint for route in layer.routes] == [webhooks.partner_webhook]
+    assert [route.endpoint for route, _ in layer.routes] == [webhooks.partner_webhook]
+
+
+# --- parameters, a body and a route dependency: answered exactly as through FastAPI --------------
+
+
+class Place(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    city: str = Field(min_length=2)
+    postal_code: str = Field(pattern=r"^[0-9]{5}$")
+
+
+class Thing(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    name: str = Field(min_length=1, max_length=10)
+    count: int = Field(default=1, ge=1)
+    kind: Literal["kk", "ktp_el"]
+    place: Place
+
+    @field_validator("name")
+    @classmethod
+    def _not_admin(cls, value: str) -> str:
+        if value == "admin":
+            raise ValueError("nama ini tidak boleh / this name is not allowed")
+        return value
+
+
+async def refuse_when_asked(request: Request) -> None:
+    if request.headers.get("x-shed") == "yes":
+        raise Problem(429, "Sedang sibuk / Busy", headers={"Retry-After": "7"})
+
+
+typed = APIRouter()
+
+
+@typed.post("/things/{thing_id}", status_code=201, dependencies=[Depends(refuse_when_asked)])
+async def put_thing(
+    thing_id: uuid.UUID, body: Thing, request: Request,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Any:
+    return JSONResponse({"id": str(thing_id), "thing": body.model_dump(), "key": idempotency_key},
+                        status_code=201)
+
+
+def _typed_app(direct: bool) -> FastAPI:
+    app = _app()
+    app.include_router(typed)
+    if direct:
+        serve_directly(app, [put_thing])
+    return app
+
+
+THING = {"name": " Sri ", "kind": "kk", "place": {"city": "Sooko", "postal_code": "61361"}}
+ID = "0b9c3f5e-8f8e-4a57-9d0c-0a2b7f3c1d10"
+CASES: list[tuple[str, dict[str, Any]]] = [
+    ("valid", {"json": THING}),
+    ("valid with the header", {"json": THING, "headers": {"idempotency-key": "k-1"}}),
+    ("no body", {}),
+    ("empty object", {"json": {}}),
+    ("a list", {"json": [THING]}),
+    ("wrong types", {"json": {**THING, "count": "many", "kind": 5, "place": "Sooko"}}),
+    ("nested errors", {"json": {**THING, "place": {"city": "S", "postal_code": "6136"}}}),
+    ("an unknown field", {"json": {**THING, "nik": "3516010101900001"}}),
+    ("a validator's refusal", {"json": {**THING, "name": "admin"}}),
+    ("null", {"content": b"null", "headers": {"content-type": "application/json"}}),
+    ("malformed JSON", {"content": b'{"name": ', "headers": {"content-type": "application/json"}}),
+    ("not JSON", {"content": b"name=Sri", "headers": {"content-type": "text/plain"}}),
+    ("JSON without a content type", {"content": json.dumps(THING).encode()}),
+    ("+json", {"content": json.dumps(THING).encode(),
+               "headers": {"content-type": "application/vnd.ketanmu+json"}}),
+    ("shed before validation", {"json": {"bad": True}, "headers": {"x-shed": "yes"}}),
+]
+
+
+@pytest.mark.parametrize(("case", "kw"), CASES, ids=[c for c, _ in CASES])
+@pytest.mark.parametrize("path_id", [ID, "not-a-uuid"])
+async def test_a_direct_endpoint_answers_exactly_as_fastapi(
+    case: str, kw: dict[str, Any], path_id: str
+) -> None:
+    via_fastapi = await _call(_typed_app(direct=False), "POST", f"/things/{path_id}", **kw)
+    direct = await _call(_typed_app(direct=True), "POST", f"/things/{path_id}", **kw)
+    assert (direct.status_code, direct.headers.get("content-type"), direct.content) == (
+        via_fastapi.status_code, via_fastapi.headers.get("content-type"), via_fastapi.content)
+    assert direct.headers.get("retry-after") == via_fastapi.headers.get("retry-after")
+    if case.startswith("valid") and path_id == ID:
+        assert direct.status_code == 201 and direct.json()["thing"]["name"] == "Sri"
+
+
+async def test_the_intake_registration_and_printing_answer_invalid_bodies_as_fastapi(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The services' own hot endpoints, with bodies they refuse before any database: the direct
+    path's 422s are FastAPI's, byte for byte."""
+    import shared.runtime
+    from services.intake.app import build as intake
+    from services.printing.app import build as printing
+
+    bodies: list[Any] = [{}, [], {"applicant": {"nik": "123"}}, {"document_type": "passport"},
+                         {"document_number": "", "operator": "x" * 200}, {"unknown": 1}]
+    for build, paths in ((intake, ["/requests"]),
+                         (printing, [f"/print-jobs/{ID}/printed", "/print-jobs/nope/printed",
+                                     "/print-jobs/claim-next"])):
+        direct_app = build()
+        with monkeypatch.context() as m:
+            m.setattr(shared.runtime, "serve_directly", lambda *_: None)
+            routed_app = build()
+        for path in paths:
+            for body in bodies:
+                a = await _call(direct_app, "POST", path, json=body)
+                b = await _call(routed_app, "POST", path, json=body)
+                assert (a.status_code, a.content) == (b.status_code, b.content), (path, body)
+                assert a.status_code in (400, 422), (path, body, a.text)
+
+
+def test_the_services_serve_their_hot_endpoints_directly() -> None:
+    from services.intake import api as intake_api
+    from services.intake.app import build as intake
+    from services.printing import api as printing_api
+    from services.printing.app import build as printing
+
+    for build, expected in ((intake, [intake_api.register_request]),
+                            (printing, [printing_api.mark_printed, printing_api.claim_next])):
+        layer: Any = build().build_middleware_stack()
+        while not isinstance(layer, DirectRoutes):
+            layer = layer.app
+        assert sorted(r.endpoint.__name__ for r, _ in layer.routes) == sorted(
+            e.__name__ for e in expected)
