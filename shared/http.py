@@ -1,5 +1,5 @@
 """HTTP plumbing every service's API uses: problem+json errors, request context, body guard, and
-the hot endpoints served past FastAPI's routing (``serve_directly``).
+the hot endpoints served past FastAPI's routing and request handling (``serve_directly``).
 
 Every error answer is ``application/problem+json`` (RFC 9457) with a title in Bahasa Indonesia and
 English, and for invalid fields an ``errors`` list naming each field and why.
@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request, params
+from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -379,7 +380,7 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", "")) or str(uuid.uuid4())
 
 
-# --- endpoints served past FastAPI's routing and parameter solving ------------------------------
+# --- endpoints served past FastAPI's router, parameters solved by FastAPI's own functions -------
 
 DirectEndpoint = Callable[..., Awaitable[Response]]
 
@@ -397,8 +398,7 @@ class _DirectRoute:
         self.dependant = route.dependant
         self.body_fields = route.dependant.body_params
         self.embed_body = bool(getattr(route, "_embed_body_fields", False))
-        strict = getattr(route, "strict_content_type", True)  # a Default(True) unless set
-        self.strict_json = bool(getattr(strict, "value", strict))
+        self.strict_json = True  # FastAPI's default; serve_directly refuses any other
         self.checks = [sub.call for sub in route.dependant.dependencies]
 
     async def __call__(self, request: Request, raw_path_params: dict[str, str]) -> Response:
@@ -418,7 +418,7 @@ class _DirectRoute:
             values.update(found)
             errors.extend(more)
         if errors:
-            raise RequestValidationError(errors, body=body)
+            raise RequestValidationError(errors, body=None if body is Undefined else body)
         response = await self.endpoint(request=request, **values)
         if not isinstance(response, Response):
             raise TypeError(f"{d.path}: a direct endpoint must return a Response")
@@ -429,28 +429,28 @@ async def _received_body(request: Request, strict_json: bool) -> Any:
     """The body as FastAPI 0.165's request handler gives it to the body parameter: parsed JSON
     when the content type says JSON (or there is none and the route is not strict), else the
     bytes; ``Undefined`` when empty. Malformed JSON is FastAPI's ``json_invalid`` 422."""
-    raw = await request.body()
-    if not raw:
-        return Undefined
-    content_type = request.headers.get("content-type")
-    is_json = not strict_json if not content_type else False
-    if content_type:
-        message = email.message.Message()
-        message["content-type"] = content_type
-        if message.get_content_maintype() == "application":
-            subtype = message.get_content_subtype()
-            is_json = subtype == "json" or subtype.endswith("+json")
-    if not is_json:
-        return raw
     try:
-        return await request.json()
+        raw = await request.body()
+        if not raw:
+            return Undefined
+        content_type = request.headers.get("content-type")
+        is_json = not strict_json if not content_type else False
+        if content_type:
+            message = email.message.Message()
+            message["content-type"] = content_type
+            if message.get_content_maintype() == "application":
+                subtype = message.get_content_subtype()
+                is_json = subtype == "json" or subtype.endswith("+json")
+        return await request.json() if is_json else raw
     except json.JSONDecodeError as exc:
         raise RequestValidationError(
             [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
               "input": {}, "ctx": {"error": exc.msg}}],
             body=exc.doc,
         ) from exc
-    except Exception as exc:
+    except StarletteHTTPException:
+        raise
+    except Exception as exc:  # a client gone mid-body, say: FastAPI's quiet 400
         raise StarletteHTTPException(400, "There was an error parsing the body") from exc
 
 
@@ -471,12 +471,16 @@ class DirectRoutes:
     (405).
     """
 
-    def __init__(self, router: ASGIApp, routes: list[APIRoute]) -> None:
+    def __init__(
+        self, router: ASGIApp, routes: list[APIRoute], overrides: Mapping[Any, Any] | None = None
+    ) -> None:
         self.router = router
         self.routes = [(route, _DirectRoute(route)) for route in routes]
+        # the app's dependency_overrides (tests): while any is set, FastAPI serves every request
+        self.overrides = overrides if overrides is not None else {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not self.overrides:
             path = get_route_path(scope)
             for route, direct in self.routes:
                 found = route.path_regex.match(path)
@@ -509,7 +513,7 @@ def serve_directly(app: FastAPI, endpoints: Sequence[DirectEndpoint]) -> None:
         if not plain:
             raise TypeError(f"{route.path}: a direct endpoint's router must be included without "
                             "a prefix or dependencies")
-        why = _why_not_direct(route)
+        why = _why_not_direct(route) or _why_not_direct_in(app)
         if why:
             raise TypeError(f"{route.path}: not servable directly: {why}")
     if app.middleware_stack is not None:
@@ -523,14 +527,26 @@ def serve_directly(app: FastAPI, endpoints: Sequence[DirectEndpoint]) -> None:
             layer = getattr(layer, "app", None)  # every middleware keeps the next one as .app
             if layer is None:
                 raise RuntimeError("serve_directly: the router is not found under the middleware")
-        layer.app = DirectRoutes(app.router, routes)
+        layer.app = DirectRoutes(app.router, routes, app.dependency_overrides)
         return stack
 
     app.build_middleware_stack = build_with_direct_routes  # type: ignore[method-assign]
 
 
+def _why_not_direct_in(app: FastAPI) -> str:
+    if app.max_body_size is not None or app.router.max_body_size is not None:
+        return "a max_body_size on the app (FastAPI's limit is not applied here)"
+    strict = getattr(app.router, "strict_content_type", True)
+    if getattr(strict, "value", strict) is not True:
+        return "strict_content_type off for the app"
+    return ""
+
+
 def _why_not_direct(route: APIRoute) -> str:
     d = route.dependant
+    if route.max_body_size is not None or not isinstance(route.strict_content_type,
+                                                          DefaultPlaceholder):
+        return "a max_body_size or strict_content_type of its own"
     if d.query_params or d.cookie_params:
         return "query or cookie parameters"
     if d.request_param_name != "request":
@@ -548,6 +564,7 @@ def _why_not_direct(route: APIRoute) -> str:
             and not (sub.path_params or sub.query_params or sub.header_params
                      or sub.cookie_params or sub.body_params)
             and sub.call is not None and inspect.iscoroutinefunction(sub.call)
+            and sub.concurrency is None
             and set(inspect.signature(sub.call).parameters) == {sub.request_param_name}
         )
         if not takes_only_request or sub.name is not None:

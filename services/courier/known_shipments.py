@@ -73,5 +73,7 @@ def has_originals(requirement_documents: Any) -> bool | None:
 
 
 def known_shipments(rt: Runtime) -> KnownShipments:
-    known: KnownShipments = rt.extras.setdefault("known_shipments", KnownShipments())
-    return known
+    known = rt.extras.get("known_shipments")
+    if known is None:  # not setdefault: that would build a memory at every call
+        known = rt.extras["known_shipments"] = KnownShipments()
+    return known  # type: ignore[no-any-return]

@@ -37,8 +37,10 @@ async def _start(rt: Runtime) -> None:
 
 
 async def _stop(rt: Runtime) -> None:
-    await rt.extras["http"].aclose()
-    await rt.extras["sender_pool"].close()
+    try:
+        await rt.extras["http"].aclose()
+    finally:
+        await rt.extras["sender_pool"].close()
 
 
 def build(settings: NotifySettings | None = None) -> FastAPI:

@@ -3,11 +3,11 @@
 Every action on one job reads the job, decides from what it finds, and writes in one statement that
 changes the job only if its state and claim are still as read (compare-and-set), so two operators
 racing for one job are served one after the other: the first wins, the second reads again and gets
-a 409 that names the winner. The first action after this process claimed the job decides on the
-claimed row instead of a read (``claimed_jobs.py``); a refusal is always decided on a read. Every such action, refused ones too, is written to
-``print_job_actions``. ``claim-next`` (the next few free jobs) is one statement that locks the jobs
-it takes and skips those another statement holds; each job it takes is recorded as a claim, and an
-empty answer records nothing.
+a 409 that names the winner. The first action after this process claimed the job decides on
+the claimed row instead of a read (``claimed_jobs.py``); a refusal is always decided on a read.
+Every such action, refused ones too, is written to ``print_job_actions``. ``claim-next`` (the next
+few free jobs) is one statement that locks the jobs it takes and skips those another statement
+holds; each job it takes is recorded as a claim, and an empty answer records nothing.
 """
 
 from __future__ import annotations
@@ -250,7 +250,9 @@ async def _act(
 
     Round trips, no explicit transaction: the read, then either the compare-and-set update with its
     action row in one statement (plus the outbox row when an event is due) or the action row alone
-    (no-op, refusal). A refusal or no-op decided on the job as read stands as of that read.
+    (no-op, refusal). A refusal or no-op decided on the job as read stands as of that read. The
+    first action after this process claimed the job decides on the kept claim instead of the read
+    (``claimed_jobs.py``), and takes only a write from it: anything else is decided on a read.
     """
     ttl = _ttl(request)
     rt = request.app.state.rt
@@ -321,7 +323,7 @@ async def claim_job(request_id: uuid.UUID, body: ClaimBody, request: Request) ->
             operator,
             "status = 'claimed', claimed_by = $3, claimed_at = now()",
         )
-        claimed_jobs(request.app.state.rt).put(request_id, claimed)  # as claim-next's
+        claimed_jobs(request.app.state.rt).keep(claimed)  # as claim-next's
         return claimed
 
     return await _act(request, request_id, "claim", operator, apply)
@@ -357,7 +359,7 @@ async def claim_next(body: ClaimNextBody, request: Request) -> Any:
     rows = await rt.pool.fetch(_CLAIM_NEXT, operator, ttl, body.document_type, body.limit)
     kept = claimed_jobs(rt)
     for row in rows:
-        kept.put(row["request_id"], row)  # the operator's next action on it skips its read
+        kept.keep(row)  # the operator's next action on it skips its read
     if rows:
         log.info("jobs claimed", operator=operator, jobs=len(rows))
     return JSONResponse({"jobs": [_job(r, ttl) for r in rows]})

@@ -519,3 +519,36 @@ async def test_a_claim_updates_its_rows_in_place(pool: Pool) -> None:
     assert (updated, in_place) == (4, 4)
     unsent = await pool.fetchval("SELECT count(*) FROM notifications WHERE unsent")
     assert unsent == 4 * len(ORDER)  # `sending` is still unsent
+
+
+async def test_the_service_claims_and_stores_on_its_planned_once_pool(database: str) -> None:
+    """The wiring: notify's start gives the sender a pool of its own whose connections plan
+    once (sender.SENDER_POOL_SETTINGS), the loop's claim and store use it, and stop closes it."""
+    import types
+
+    from services.notify import app as notify_app
+
+    settings = NotifySettings(database_url=database)
+    schema = settings.db_schema  # the service's own: "notify"
+    await migrate(database, schema, MIGRATIONS)
+    wakers: dict[str, asyncio.Event] = {}
+    rt = types.SimpleNamespace(
+        settings=settings, extras={}, pool=object(),
+        waker=lambda name: wakers.setdefault(name, asyncio.Event()))
+    await notify_app._start(rt)  # type: ignore[arg-type]
+    try:
+        own = sender.statements_pool(rt)  # type: ignore[arg-type]
+        assert own is rt.extras["sender_pool"] and own is not rt.pool
+        async with own.acquire() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            assert await conn.fetchval("SHOW search_path") == schema
+    finally:
+        await notify_app._stop(rt)  # type: ignore[arg-type]
+    with pytest.raises(asyncpg.InterfaceError):
+        async with own.acquire():
+            pass
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    finally:
+        await conn.close()

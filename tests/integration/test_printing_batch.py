@@ -31,7 +31,7 @@ from shared.contracts.events import (
     new_event,
 )
 from shared.db.pool import create_pool, migrate
-from shared.http import install_error_handlers
+from shared.http import install_error_handlers, serve_directly
 from shared.kafka.consumer import EventConsumer
 
 pytestmark = pytest.mark.integration
@@ -205,6 +205,7 @@ async def printing_api(
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(api.router)
+    serve_directly(app, [api.mark_printed, api.claim_next])  # as the service serves them
     app.state.rt = SimpleNamespace(pool=pool, schema=schema, settings=PrintingSettings(),
                                    extras={})
     transport = httpx.ASGITransport(app=app)

@@ -119,10 +119,14 @@ def test_only_endpoints_that_need_nothing_from_fastapi_qualify() -> None:
     async def with_a_dependency_of_a_query(x: str, request: Request) -> Any:
         return JSONResponse({})
 
+    @bad.post("/m/{x}", max_body_size=1024)
+    async def with_its_own_body_limit(x: str, request: Request) -> Any:
+        return JSONResponse({})
+
     app = _app()
     app.include_router(bad)
     for endpoint in (with_query, with_dependency, with_int_convertor, with_two_bodies,
-                     with_a_dependency_of_a_query):
+                     with_a_dependency_of_a_query, with_its_own_body_limit):
         with pytest.raises(TypeError):
             serve_directly(app, [endpoint])
     with pytest.raises(ValueError):  # not a route of this app
@@ -253,6 +257,21 @@ async def test_the_intake_registration_and_printing_answer_invalid_bodies_as_fas
                 b = await _call(routed_app, "POST", path, json=body)
                 assert (a.status_code, a.content) == (b.status_code, b.content), (path, body)
                 assert a.status_code in (400, 422), (path, body, a.text)
+
+
+async def test_while_a_dependency_is_overridden_fastapi_serves_the_request() -> None:
+    """Tests override dependencies (``app.dependency_overrides``); the direct path would not
+    see them, so FastAPI answers while any is set."""
+    app = _typed_app(direct=True)
+    shed = await _call(app, "POST", f"/things/{ID}", json=THING, headers={"x-shed": "yes"})
+    assert shed.status_code == 429
+
+    async def never_shed(request: Request) -> None:
+        pass
+
+    app.dependency_overrides[refuse_when_asked] = never_shed
+    taken = await _call(app, "POST", f"/things/{ID}", json=THING, headers={"x-shed": "yes"})
+    assert taken.status_code == 201
 
 
 def test_the_services_serve_their_hot_endpoints_directly() -> None:

@@ -30,3 +30,13 @@ def test_pop_uses_an_entry_once_and_forget_drops_it() -> None:
 def test_a_memory_holds_at_least_one_entry() -> None:
     with pytest.raises(ValueError):
         Remembered(max_entries=0)
+
+
+def test_printing_keeps_what_a_decision_reads_and_not_the_applicant() -> None:
+    from services.printing.claimed_jobs import COLUMNS, ClaimedJobs
+
+    row = {c: f"v-{c}" for c in COLUMNS} | {"applicant_name": "Sri", "applicant_nik": "3516..."}
+    kept = ClaimedJobs(max_entries=3)
+    kept.keep(row)
+    entry = kept.pop("v-request_id")
+    assert entry == {c: f"v-{c}" for c in COLUMNS}

@@ -15,7 +15,9 @@
 -- Adding stored generated columns rewrites the table once, under an exclusive lock: courier's
 -- consumer, booking worker and webhooks wait for it (seconds for a few hundred thousand rows). The
 -- fillfactor is set first, so that the rewrite lays the existing rows out with that room too.
--- Instances still on the code before book and erase without these indexes until replaced.
+-- Instances still on the code before book and erase without these indexes until replaced (and
+-- code rolled back to before this migration stays without them: it names `status` and
+-- `updated_at`; its queries still answer right, by scanning).
 ALTER TABLE shipments SET (fillfactor = 70);
 ALTER TABLE shipments
     ADD COLUMN bookable boolean NOT NULL GENERATED ALWAYS AS (status = 'to_book') STORED,
