@@ -126,10 +126,10 @@ def message_counts(lives: list[Lifecycle]) -> dict[str, int]:
     return {"duplicate_messages": duplicates, "missing_messages": missing}
 
 
-def attach_messages(ledger: Mapping[str, Lifecycle], messages: Iterable[Mapping[str, Any]],
+def attach_messages(by_wa: Mapping[str, Lifecycle], messages: Iterable[Mapping[str, Any]],
                     known_ids: set[str]) -> int:
-    """File the sandbox's WhatsApp messages under their requests (by recipient); returns new."""
-    by_wa = {life.wa_id: life for life in ledger.values()}
+    """File the sandbox's WhatsApp messages under their requests (``by_wa``: the lifecycles by
+    their recipient's WhatsApp id); returns how many were new."""
     added = 0
     for message in messages:
         if message["id"] in known_ids:
